@@ -1,0 +1,1 @@
+"""Benchmarks (plain Python, absl flags, JSON output)."""

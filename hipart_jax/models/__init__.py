@@ -1,0 +1,1 @@
+"""Flax linen modules of HiPART: MSST tokenizer, HiARM generator, lifter."""

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def cmu_mocap_dir():
+  """The shared CMU clips beside the checkout; tests that need them skip without them."""
+  path = pathlib.Path(os.environ.get('HIPART_CMU_DIR', SHARED_DATA / 'cmu_mocap'))
+  if not (path / 'asf_amc').is_dir():
+    pytest.skip(f'CMU mocap clips not found at {path}')
+  return path

@@ -1,0 +1,1 @@
+"""TFDS dataset builders (one folder per dataset) and the shared feature schema."""
