@@ -30,9 +30,16 @@ setuptools.setup(
         'array_record>=0.5',
         # Undeclared by tensorflow-datasets on Python 3.11.
         'importlib_resources',
+        # TensorBoard summaries of training runs (flax.metrics.tensorboard needs it).
+        'tensorboard>=2.16',
+        # MPI-INF-3DHP annotations are MATLAB v7.3 (HDF5) files.
+        'h5py>=3.10',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-xdist>=3.5'],
+        # dill: imported by tfds.testing.DatasetBuilderTestCase.
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'dill'],
+        # The `tfds build` command line imports apache_beam at start-up (tfds 4.9.10).
+        'build': ['apache-beam', 'dill'],
         'viz': ['matplotlib>=3.8'],
     },
 )

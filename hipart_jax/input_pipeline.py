@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import importlib
+import importlib.util
 import json
 import threading
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -70,6 +72,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   ))
 
 
+def _register_project_builder(name: str) -> None:
+  """Imports `tfds_builders.<dataset>` (if it exists) so TFDS knows the builder."""
+  module = 'tfds_builders.' + name.split('/')[0].split(':')[0]
+  if importlib.util.find_spec(module) is not None:
+    importlib.import_module(module)
+
+
 def load_source(config: ml_collections.ConfigDict, split: str | None = None
                 ) -> tuple[Sequence[Example], skeleton.Hierarchy, Any]:
   """Opens a split of a TFDS pose builder for random access.
@@ -83,6 +92,7 @@ def load_source(config: ml_collections.ConfigDict, split: str | None = None
     `info.metadata['hierarchy']`, info: the builder's `tfds.core.DatasetInfo`).
   """
   split = config.train_split if split is None else split
+  _register_project_builder(config.name)
   source = tfds.data_source(
       config.name, split=split, data_dir=config.get('data_dir'),
       builder_kwargs=dict(config.get('builder_kwargs') or {}),

@@ -1,0 +1,60 @@
+"""Defaults shared by every stage; stage configs import `get_config()` and override it.
+
+A stage config looks like:
+
+  from launch.configs import base
+
+  def get_config():
+    config = base.get_config()
+    config.stage = 'msst'
+    config.model = ml_collections.ConfigDict(dict(...))
+    return config
+"""
+
+import ml_collections
+
+from hipart_jax import input_pipeline
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.stage = ''  # 'msst', 'hiarm' or 'lifter': set by each stage config.
+  config.seed = 0
+  # Call jax.distributed.initialize() (also done when JAX_COORDINATOR_ADDRESS is set).
+  config.multihost = False
+  # How steps are mapped over local devices: 'pmap' or 'shard_map' (train.parallelize).
+  config.parallelism = 'pmap'
+  config.tensorboard = True  # Also needs the `tensorboard` package.
+
+  # Data: the input pipeline's block (TFDS name, splits, input source, augmentation).
+  config.dataset = input_pipeline.default_data_config()
+
+  config.batch_size = 256  # Global, over all devices and processes.
+  config.eval_batch_size = 512
+  config.num_train_steps = 100_000
+  config.log_every_steps = 100
+  config.eval_every_steps = 5_000
+  config.checkpoint_every_steps = 1_000  # Evaluated steps are saved as well.
+  config.keep_checkpoints = 3  # The latest K, plus the best by `best_metric`.
+  config.best_metric = 'eval/loss'
+  config.best_mode = 'min'
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      lr=1e-3,
+      warmup_steps=1_000,
+      # Schedule length including warmup; None: num_train_steps.
+      decay_steps=ml_collections.config_dict.placeholder(int),
+      end_lr_factor=0.01,
+      weight_decay=1e-4,
+      decay_matrices_only=True,  # No weight decay on biases and norm scales.
+      clip_norm=1.0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+  ))
+
+  config.model = ml_collections.ConfigDict()  # Stage-specific.
+  config.loss = ml_collections.ConfigDict()  # Stage-specific.
+  # Workdirs (or checkpoint dirs) of earlier stages, e.g. init_from.msst = '/runs/msst'.
+  config.init_from = ml_collections.ConfigDict()
+  return config

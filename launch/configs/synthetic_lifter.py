@@ -1,0 +1,40 @@
+"""Stage 3 (lifter) on the embedded synthetic dataset.
+
+  python -m launch.train --config=launch/configs/synthetic_lifter.py:hierarchical \
+      --workdir=/tmp/w/lifter --config.init_from.msst=/tmp/w/msst \
+      --config.init_from.hiarm=/tmp/w/hiarm
+
+The argument after ':' is the input mode: sparse (baseline, needs no earlier stage),
+hierarchical (HiPART: needs init_from.msst and init_from.hiarm) or oracle (ground-truth
+hierarchy: the upper bound).
+"""
+
+import ml_collections
+
+from launch.configs import base
+
+
+def lifter_model(mode: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      mode=mode, width=64, depth=3, num_heads=4, mlp_ratio=2, dropout=0.0))
+
+
+def get_config(mode: str = 'hierarchical') -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.stage = 'lifter'
+  config.dataset.name = 'synthetic_poses/small'
+  config.model = lifter_model(mode or 'hierarchical')
+  config.loss = ml_collections.ConfigDict(dict(bone_weight=0.0,
+                                               generation_temperature=0.0))
+  config.init_from.msst = ''
+  config.init_from.hiarm = ''
+  config.batch_size = 128
+  config.eval_batch_size = 256
+  config.num_train_steps = 1_500
+  config.optimizer.lr = 1e-3
+  config.optimizer.warmup_steps = 100
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.best_metric = 'eval/mpjpe_mm'
+  return config
