@@ -284,14 +284,13 @@ class LifterStage:
   def loss_fn(self, params, collections, batch, rng, train):
     pred = self._predict(params, collections, batch, rng, train)
     target = batch['sparse_3d']
-    joint_error = jnp.linalg.norm(pred - target + 1e-12, axis=-1)  # [B, 17] meters
-    mpjpe = losses.masked_mean(joint_error.mean(-1), batch['valid'])
+    mpjpe = losses.mpjpe_loss(pred, target, batch['valid'])
     loss = mpjpe
     stage_metrics = dict(mpjpe_m=mpjpe)
     if self.bone_weight:
       parents = np.asarray(skeleton.H36M_PARENTS[1:])
       children = np.arange(1, skeleton.NUM_JOINTS)
-      bone = lambda p: jnp.linalg.norm(p[:, children] - p[:, parents] + 1e-12, axis=-1)
+      bone = lambda p: jnp.sqrt(jnp.sum((p[:, children] - p[:, parents]) ** 2, -1) + 1e-12)
       bone_error = jnp.abs(bone(pred) - bone(target)).mean(-1)
       stage_metrics['bone_length_m'] = losses.masked_mean(bone_error, batch['valid'])
       loss = loss + self.bone_weight * stage_metrics['bone_length_m']

@@ -16,3 +16,10 @@ def cmu_mocap_dir():
   if not (path / 'asf_amc').is_dir():
     pytest.skip(f'CMU mocap clips not found at {path}')
   return path
+
+
+@pytest.fixture(scope='session')
+def tiny_pipeline(tmp_path_factory):
+  """Workdirs of a tiny HiPART trained once per session (tests/pipeline_fixture.py)."""
+  import pipeline_fixture  # pylint: disable=g-import-not-at-top
+  return pipeline_fixture.train_tiny_pipeline(tmp_path_factory.mktemp('tiny_pipeline'))

@@ -1,0 +1,137 @@
+"""HiPART inference: pixels in, 3D out, as one jitted function.
+
+    keypoints (pixels) → screen-normalized → model frame (input bounding box)
+      → HiARM generation (ordering, temperature, top-k, K hypotheses)
+      → MSST decoding (sparse / dense / fine 2D) → lifter → root-relative 3D (meters)
+
+`HiPART` bundles the three modules and their variables; `load_pipeline` rebuilds it
+from a lifter workdir (whose checkpoint embeds the frozen MSST and HiARM it was
+trained with). `predict` is a pure function of (variables, inputs, rng).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from hipart_jax import checkpoints
+from hipart_jax import geometry
+from hipart_jax import metrics
+from hipart_jax import skeleton
+from hipart_jax import stages
+from hipart_jax.models import hiarm as hiarm_lib
+from hipart_jax.models import lifter as lifter_lib
+from hipart_jax.models import msst as msst_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class HiPART:
+  """The three modules of HiPART (static; hashable so `predict` can be jitted on it).
+
+  `msst` and `hiarm` are None for a lifter in 'sparse' mode. An 'oracle' lifter needs
+  the ground-truth hierarchy, which inference does not have: `predict` rejects it.
+  """
+
+  lifter: lifter_lib.Lifter
+  msst: msst_lib.MSST | None = None
+  hiarm: hiarm_lib.HiARM | None = None
+
+  @property
+  def hierarchy(self) -> skeleton.Hierarchy:
+    return self.lifter.hierarchy
+
+
+def load_pipeline(lifter_workdir: str) -> tuple[HiPART, dict[str, Any], dict[str, Any]]:
+  """(HiPART, variables, meta) from a trained lifter's workdir.
+
+  Variables: {'params': lifter params, 'frozen_msst': ..., 'frozen_hiarm': ...}.
+  Raises FileNotFoundError for a missing directory and ValueError for a checkpoint of
+  another stage (checkpoints.restore_params).
+  """
+  variables, meta = checkpoints.restore_params(lifter_workdir, expected_stage='lifter')
+  hierarchy = skeleton.Hierarchy.from_json(meta['hierarchy'])
+  lifter = stages.build_lifter(meta['model'], hierarchy)
+  msst = hiarm = None
+  if lifter.mode == 'hierarchical':
+    frozen = meta['frozen_models']
+    msst = stages.build_msst(frozen['msst'], hierarchy)
+    hiarm = stages.build_hiarm(frozen['hiarm'], hierarchy, msst)
+  return HiPART(lifter, msst, hiarm), variables, meta
+
+
+def to_model_frame(keypoints: jnp.ndarray, confidence: jnp.ndarray,
+                   image_size: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """Pixels → the model frame of DESIGN.md §4 (as the input pipeline does it).
+
+  Args:
+    keypoints: [B, 17, 2] pixels; confidence: [B, 17] (0 = missing); image_size: [B, 2].
+  Returns:
+    (inputs [B, 17, 2] with missing joints at 0, center [B, 2], scale [B]).
+  """
+  screen = geometry.screen_normalize(keypoints, image_size)
+  center, scale = geometry.normalization_frame(screen, confidence)
+  inputs = geometry.normalize_2d(screen, center, scale)
+  return jnp.where(confidence[..., None] > 0, inputs, 0.0), center, scale
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'temperature', 'top_k',
+                                             'num_samples'))
+def predict(model: HiPART, variables: dict[str, Any], keypoints: jnp.ndarray,
+            confidence: jnp.ndarray, image_size: jnp.ndarray, rng: jax.Array, *,
+            temperature: float = 0.0, top_k: int = 0,
+            num_samples: int = 1) -> dict[str, jnp.ndarray]:
+  """Lifts a batch of 2D poses.
+
+  Args:
+    model: the modules (static).
+    variables: {'params': lifter params, 'frozen_msst', 'frozen_hiarm'}.
+    keypoints: [B, 17, 2] Human3.6M-17 pixels; confidence: [B, 17]; image_size: [B, 2]
+      (width, height).
+    rng: sampling key (unused when temperature == 0).
+    temperature, top_k, num_samples: HiARM sampling; K = num_samples hypotheses.
+  Returns:
+    pose_3d: [B, 17, 3] root-relative meters (the mean of the K hypotheses);
+    hypotheses_3d: [B, K, 17, 3];
+    uncertainty_mm: [B, 17] per-joint spread (RMS distance of the hypotheses from their
+      mean, mm; 0 when K = 1);
+    and for the hierarchical mode the generated hierarchy in pixels:
+    sparse_2d [B, K, S, 2], dense_2d [B, K, D, 2], fine_2d [B, K, F, 2].
+  """
+  batch = keypoints.shape[0]
+  chex.assert_shape(keypoints, (batch, skeleton.NUM_JOINTS, 2))
+  chex.assert_shape(confidence, (batch, skeleton.NUM_JOINTS))
+  chex.assert_shape(image_size, (batch, 2))
+  inputs, center, scale = to_model_frame(keypoints, confidence, image_size)
+  lifter_variables = {'params': variables['params']}
+  out = {}
+  if model.lifter.mode == 'sparse':
+    pose = model.lifter.apply(lifter_variables, inputs, confidence)
+    hypotheses = jnp.broadcast_to(pose[:, None], (batch, num_samples) + pose.shape[1:])
+  elif model.lifter.mode == 'hierarchical':
+    generated = stages.generate_hierarchy(
+        model.msst, model.hiarm, variables, inputs, confidence, rng,
+        temperature=temperature, top_k=top_k, num_samples=num_samples)  # [B, K, N, 2]
+    flat = lambda x: x.reshape((batch * num_samples,) + x.shape[2:])
+    repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+    hypotheses = model.lifter.apply(lifter_variables, repeat(inputs), repeat(confidence),
+                                    jax.tree.map(flat, generated))
+    hypotheses = hypotheses.reshape((batch, num_samples) + hypotheses.shape[1:])
+    per_hypothesis = lambda x: jnp.broadcast_to(x[:, None], (batch, num_samples) + x.shape[1:])
+    to_pixels = lambda points: geometry.screen_denormalize(
+        geometry.denormalize_2d(points, per_hypothesis(center), per_hypothesis(scale)),
+        per_hypothesis(image_size))
+    out.update({f'{level}_2d': to_pixels(points) for level, points in generated.items()})
+  else:
+    raise ValueError(f'a lifter in {model.lifter.mode!r} mode needs the ground-truth '
+                     'hierarchy; inference supports the sparse and hierarchical modes')
+  out['hypotheses_3d'] = hypotheses
+  out['pose_3d'] = hypotheses.mean(axis=1)
+  # Per-joint spread: root-mean-square distance of the hypotheses from their mean.
+  spread = jnp.sqrt(jnp.mean(jnp.sum((hypotheses - out['pose_3d'][:, None]) ** 2, -1), 1))
+  out['uncertainty_mm'] = spread * metrics.METERS_TO_MILLIMETERS
+  return out

@@ -1,0 +1,103 @@
+"""One real train step per stage through the real trainer, and the jitted pipeline."""
+
+import jax
+import numpy as np
+import pytest
+
+import fake_examples
+import pipeline_fixture
+from hipart_jax import checkpoints
+from hipart_jax import skeleton
+from hipart_jax import stages
+from hipart_jax.models import pipeline
+
+
+def _metrics(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.parametrize('name, stage', [('msst', 'msst'), ('hiarm', 'hiarm'),
+                                         ('lifter_hierarchical', 'lifter'),
+                                         ('lifter_sparse', 'lifter')])
+def test_each_stage_trains_evaluates_and_checkpoints(tiny_pipeline, name, stage):
+  rows = _metrics(tiny_pipeline[name])
+  train_rows = [r for r in rows if 'train/loss' in r]
+  eval_rows = [r for r in rows if 'eval/loss' in r]
+  assert train_rows and eval_rows
+  assert np.isfinite(train_rows[-1]['train/loss']) and np.isfinite(eval_rows[-1]['eval/loss'])
+  _, meta = checkpoints.restore_params(tiny_pipeline[name], expected_stage=stage)
+  assert skeleton.Hierarchy.from_json(meta['hierarchy']) == pipeline_fixture.HIERARCHY
+
+
+def test_stage_metrics_are_logged(tiny_pipeline):
+  msst = _metrics(tiny_pipeline['msst'])[-1]
+  for level in ('sparse', 'dense', 'fine'):
+    assert msst[f'eval/recon_{level}_px'] > 0
+    assert msst[f'eval/recon_{level}_mm_equivalent'] > 0
+  hiarm = _metrics(tiny_pipeline['hiarm'])[-1]
+  assert 0 <= hiarm['eval/sparse_accuracy'] <= 1
+  assert hiarm['eval/generated_fine_px'] > 0
+  lifter = _metrics(tiny_pipeline['lifter_hierarchical'])[-1]
+  assert lifter['eval/mpjpe_mm'] > lifter['eval/p_mpjpe_mm'] > 0
+
+
+def test_later_stage_refuses_a_wrong_checkpoint(tiny_pipeline):
+  config = pipeline_fixture.hiarm_config(tiny_pipeline['hiarm'])  # Not an MSST run.
+  with pytest.raises(ValueError, match="expected stage 'msst'"):
+    stages.make_stage(config, pipeline_fixture.HIERARCHY)
+  config = pipeline_fixture.lifter_config('hierarchical', msst_dir=tiny_pipeline['msst'])
+  with pytest.raises(ValueError, match='init_from.hiarm'):
+    stages.make_stage(config, pipeline_fixture.HIERARCHY)
+
+
+@pytest.fixture(scope='module')
+def loaded(tiny_pipeline):
+  return pipeline.load_pipeline(str(tiny_pipeline['lifter_hierarchical']))
+
+
+def _pixels(n):
+  examples = fake_examples.fake_examples(n, pipeline_fixture.HIERARCHY, seed=3)
+  keypoints = np.stack([e['keypoints_2d']['gt'][:, :2] for e in examples])
+  confidence = np.stack([e['keypoints_2d']['gt'][:, 2] for e in examples])
+  image_size = np.stack([e['image_size'] for e in examples])
+  return keypoints, confidence, image_size
+
+
+def test_pipeline_runs_jitted_end_to_end(loaded):
+  model, variables, _ = loaded
+  keypoints, confidence, image_size = _pixels(3)
+  confidence[0, 13] = 0.0  # An occluded wrist.
+  out = pipeline.predict(model, variables, keypoints, confidence, image_size,
+                         jax.random.key(0))
+  h = pipeline_fixture.HIERARCHY
+  assert out['pose_3d'].shape == (3, 17, 3)
+  assert out['fine_2d'].shape == (3, 1, h.num_fine, 2)
+  for value in out.values():
+    assert np.all(np.isfinite(value))
+  np.testing.assert_array_equal(out['uncertainty_mm'], 0.0)
+  # The generated hierarchy is mapped back to pixels, near the person.
+  assert np.abs(out['sparse_2d'][:, 0] - keypoints).mean() < 300
+
+
+def test_pipeline_hypotheses_and_uncertainty(loaded):
+  model, variables, _ = loaded
+  keypoints, confidence, image_size = _pixels(2)
+  out = pipeline.predict(model, variables, keypoints, confidence, image_size,
+                         jax.random.key(1), temperature=1.0, num_samples=4)
+  assert out['hypotheses_3d'].shape == (2, 4, 17, 3)
+  np.testing.assert_allclose(out['pose_3d'], out['hypotheses_3d'].mean(1), atol=1e-6)
+  assert np.all(out['uncertainty_mm'][:, 1:] > 0)  # The root is 0 by construction.
+
+
+def test_sparse_pipeline_and_oracle_rejected(tiny_pipeline, loaded):
+  model, variables, _ = pipeline.load_pipeline(str(tiny_pipeline['lifter_sparse']))
+  assert model.msst is None
+  keypoints, confidence, image_size = _pixels(2)
+  out = pipeline.predict(model, variables, keypoints, confidence, image_size,
+                         jax.random.key(0))
+  assert out['pose_3d'].shape == (2, 17, 3) and 'fine_2d' not in out
+  oracle = pipeline.HiPART(loaded[0].lifter.clone(mode='oracle'))
+  with pytest.raises(ValueError, match='ground-truth'):
+    pipeline.predict(oracle, variables, keypoints, confidence, image_size,
+                     jax.random.key(0))

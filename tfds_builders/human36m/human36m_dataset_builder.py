@@ -1,0 +1,329 @@
+"""Human3.6M in the project's pose schema, from VideoPose3D-format files (manual download).
+
+One example per (frame, camera): the 17-joint 3D pose, its dense and fine points (the
+`skeleton` source interpolates along the 32-joint skeleton's bones, the `external`
+source reads user-supplied points, e.g. from SMPL meshes), all projected through the
+published camera parameters (`cameras.py`), plus the 2D input of each 2D source (`gt`,
+`cpn`) with confidence 1. Subjects S1, S5, S6, S7, S8 form `train`; S9, S11 `test`.
+
+Irregularities of the real files are handled explicitly: a 2D sequence longer or shorter
+than its 3D sequence is trimmed to the shorter one, and a (subject, action, camera) with
+no 2D sequence (missing, None or empty) is skipped; both are counted and logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Mapping, Sequence
+
+from absl import logging
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hipart_jax import geometry
+from hipart_jax import skeleton
+from tfds_builders import pose_features
+from tfds_builders import safe_pickle
+from tfds_builders.human36m import bone_points
+from tfds_builders.human36m import cameras
+from tfds_builders.human36m import skeleton32
+
+FILE_3D = 'data_3d_h36m.npz'
+FILES_2D = {'gt': 'data_2d_h36m_gt.npz', 'cpn': 'data_2d_h36m_cpn_ft_h36m_dbb.npz'}
+EXTERNAL_FILE = 'dense_points_h36m.npz'
+EXTERNAL_FIELDS = ('dense_3d', 'fine_3d')
+# The 15 Human3.6M actions (ClassLabel order). File action names carry a take suffix
+# ('Walking 1'); two actions are spelled differently for some subjects.
+ACTIONS = ('Directions', 'Discussion', 'Eating', 'Greeting', 'Phoning', 'Photo', 'Posing',
+           'Purchases', 'Sitting', 'SittingDown', 'Smoking', 'Waiting', 'WalkDog', 'Walking',
+           'WalkTogether')
+ACTION_ALIASES = {'TakingPhoto': 'Photo', 'WalkingDog': 'WalkDog'}
+SPLIT_SUBJECTS = {'train': ('S1', 'S5', 'S6', 'S7', 'S8'), 'test': ('S9', 'S11')}
+# The confidence of every 2D input joint (ground truth and CPN detections alike).
+INPUT_CONFIDENCE = 1.0
+
+_DESCRIPTION = """
+Human3.6M (Ionescu et al., TPAMI 2014): 3.6 million frames of 11 actors performing 15
+actions, filmed by 4 calibrated cameras, in the VideoPose3D preprocessing. Each example
+is one (frame, camera) with the 17-joint pose, the hierarchy's dense and fine points (2D
+pixels and 3D camera coordinates, meters) and 2D inputs (ground truth, CPN detections).
+"""
+
+_CITATION = """
+@article{h36m_pami,
+  author = {Ionescu, Catalin and Papava, Dragos and Olaru, Vlad and Sminchisescu, Cristian},
+  title = {Human3.6M: Large Scale Datasets and Predictive Methods for 3D Human Sensing in
+           Natural Environments},
+  journal = {IEEE Transactions on Pattern Analysis and Machine Intelligence},
+  volume = {36}, number = {7}, pages = {1325--1339}, year = {2014}}
+@inproceedings{pavllo20193d,
+  title = {3D human pose estimation in video with temporal convolutions and semi-supervised
+           training},
+  author = {Pavllo, Dario and Feichtenhofer, Christoph and Grangier, David and Auli, Michael},
+  booktitle = {CVPR}, year = {2019}}
+"""
+
+
+def canonical_action(name: str) -> str:
+  """'Walking 1' → 'Walking', 'TakingPhoto' → 'Photo'; raises on unknown actions."""
+  base = name.split(' ')[0]
+  base = ACTION_ALIASES.get(base, base)
+  if base not in ACTIONS:
+    raise ValueError(f'unknown Human3.6M action {name!r} (known: {ACTIONS})')
+  return base
+
+
+@dataclasses.dataclass
+class Human36mConfig(tfds.core.BuilderConfig):
+  """Builder options.
+
+  Attributes:
+    input_sources: 2D sources stored in `keypoints_2d`; each needs its file (FILES_2D).
+    train_stride: keep every `train_stride`-th frame of the train split.
+    test_stride: keep every `test_stride`-th frame of the test split.
+    dense_source: 'skeleton' (along the 32-joint bones) or 'external' (EXTERNAL_FILE).
+    external_file: file name in manual_dir of the external dense/fine points.
+    dense_per_bone, fine_per_dense: the `skeleton.default_hierarchy` arguments.
+  """
+  input_sources: tuple[str, ...] = ('cpn', 'gt')
+  train_stride: int = 1
+  test_stride: int = 1
+  dense_source: str = 'skeleton'
+  external_file: str = EXTERNAL_FILE
+  dense_per_bone: int = 3
+  fine_per_dense: int = 2
+
+  @property
+  def hierarchy(self) -> skeleton.Hierarchy:
+    return skeleton.default_hierarchy(self.dense_per_bone, self.fine_per_dense)
+
+
+@dataclasses.dataclass
+class SourceData:
+  """The loaded manual files.
+
+  Attributes:
+    positions_3d: subject → action → [T, 32, 3] world meters.
+    positions_2d: source → subject → action → 4 per-camera [T_c, 17, 2] pixel arrays (or
+      None / empty for a missing camera), cameras in `cameras.CAMERA_IDS` order.
+    external: field ('dense_3d', 'fine_3d') → subject → action → [T, D|F, 3] world
+      meters, or None for the skeleton source.
+    external_name: the external file's name (for error messages).
+  """
+  positions_3d: Mapping[str, Mapping[str, np.ndarray]]
+  positions_2d: Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]]
+  external: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None
+  external_name: str = EXTERNAL_FILE
+
+
+def _dict_field(path: epath.Path, arrays: Mapping[str, np.ndarray], field: str) -> dict:
+  if field not in arrays:
+    raise ValueError(f'{path.name}: missing field {field!r} (has {sorted(arrays)})')
+  value = arrays[field]
+  value = value.item() if isinstance(value, np.ndarray) and value.dtype == object else value
+  if not isinstance(value, dict):
+    raise ValueError(f'{path.name}: field {field!r} must hold a dict subject → action → '
+                     f'array, got {type(value).__name__}')
+  return value
+
+
+def load_source_data(manual_dir: epath.PathLike, config: Human36mConfig) -> SourceData:
+  """Reads the manual files a config needs (through the restricted unpickler)."""
+  manual_dir = epath.Path(manual_dir)
+  needed = [FILE_3D] + [FILES_2D[s] for s in config.input_sources]
+  if config.dense_source == 'external':
+    needed.append(config.external_file)
+  missing = [name for name in needed if not (manual_dir / name).exists()]
+  if missing:
+    raise FileNotFoundError(f'human36m/{config.name}: {missing} not found in {manual_dir}; '
+                            'see tfds_builders/human36m/README.md')
+  path_3d = manual_dir / FILE_3D
+  positions_3d = _dict_field(path_3d, safe_pickle.load_npz(path_3d), 'positions_3d')
+  positions_2d = {}
+  for source in config.input_sources:
+    path = manual_dir / FILES_2D[source]
+    arrays = safe_pickle.load_npz(path)
+    if 'metadata' in arrays:
+      metadata = arrays['metadata'].item()
+      if isinstance(metadata, dict) and metadata.get('num_joints', 17) != 17:
+        raise ValueError(f'{path.name}: metadata num_joints is {metadata["num_joints"]}, '
+                         'expected 17 (Human3.6M layout)')
+    positions_2d[source] = _dict_field(path, arrays, 'positions_2d')
+  external = None
+  if config.dense_source == 'external':
+    path = manual_dir / config.external_file
+    arrays = safe_pickle.load_npz(path)
+    external = {field: _dict_field(path, arrays, field) for field in EXTERNAL_FIELDS}
+  return SourceData(positions_3d, positions_2d, external, config.external_file)
+
+
+def _external_points(data: SourceData, subject: str, action: str, num_frames: int,
+                     hierarchy: skeleton.Hierarchy) -> list[np.ndarray]:
+  """[T, D, 3] and [T, F, 3] external world points, validated against the 3D sequence."""
+  out = []
+  for field, size in zip(EXTERNAL_FIELDS, (hierarchy.num_dense, hierarchy.num_fine)):
+    where = f'{data.external_name}: {field}[{subject!r}][{action!r}]'
+    try:
+      value = data.external[field][subject][action]
+    except (KeyError, TypeError) as error:
+      raise ValueError(f'{where}: missing (every 3D sequence needs external points)'
+                       ) from error
+    value = np.asarray(value, np.float64)
+    expected = (num_frames, size, 3)
+    if value.shape != expected:
+      raise ValueError(f'{where}: expected shape {expected} (frames of {FILE_3D}, points of '
+                       f'the hierarchy, xyz meters), got {value.shape}')
+    if not np.all(np.isfinite(value)):
+      raise ValueError(f'{where}: non-finite values')
+    out.append(value)
+  return out
+
+
+def _camera_points(points_world: np.ndarray, params: Mapping[str, np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """[T, P, 3] world meters → ([T, P, 3] camera meters, [T, P, 2] pixels)."""
+  flat = points_world.reshape(-1, 3)
+  camera = geometry.world_to_camera(flat, params['rotation'], params['translation'])
+  pixels = geometry.project_to_pixels(camera, params['focal'], params['center'],
+                                      params['radial'], params['tangential'])
+  return camera.reshape(points_world.shape), pixels.reshape(*points_world.shape[:-1], 2)
+
+
+def _sequence_2d(data: SourceData, source: str, subject: str, action: str,
+                 camera_index: int) -> np.ndarray | None:
+  """[T, 17, 2] pixels of one source, or None if that camera's sequence is missing."""
+  per_camera = data.positions_2d[source].get(subject, {}).get(action)
+  if per_camera is None:
+    return None
+  if len(per_camera) != len(cameras.CAMERA_IDS):
+    raise ValueError(f'{FILES_2D[source]}: positions_2d[{subject!r}][{action!r}] has '
+                     f'{len(per_camera)} cameras, expected {len(cameras.CAMERA_IDS)}')
+  sequence = per_camera[camera_index]
+  if sequence is None or len(sequence) == 0:
+    return None
+  sequence = np.asarray(sequence, np.float64)
+  if sequence.ndim != 3 or sequence.shape[1:] != (skeleton.NUM_JOINTS, 2):
+    raise ValueError(f'{FILES_2D[source]}: positions_2d[{subject!r}][{action!r}]'
+                     f'[{camera_index}]: expected [frames, 17, 2], got {sequence.shape}')
+  return sequence
+
+
+def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
+                      config: Human36mConfig, split: str) -> Iterator[tuple[str, dict]]:
+  """Yields (key, schema example) for every kept frame and camera of `subjects`.
+
+  Logs (absl) the subjects absent from the 3D file, the (subject, action, camera)
+  sequences skipped for lack of 2D keypoints and the sequences trimmed to the shorter
+  of their 2D and 3D lengths.
+  """
+  hierarchy = config.hierarchy
+  num_dense, num_fine = hierarchy.num_dense, hierarchy.num_fine
+  chains = skeleton32.bone_chains()
+  skipped, trimmed = [], []
+  for subject in subjects:
+    if subject not in data.positions_3d:
+      logging.warning('human36m %s: subject %s is not in %s; skipping it', split, subject,
+                      FILE_3D)
+      continue
+    for action in sorted(data.positions_3d[subject]):
+      label = canonical_action(action)
+      joints = np.asarray(data.positions_3d[subject][action], np.float64)
+      if joints.ndim != 3 or joints.shape[1:] != (skeleton32.NUM_JOINTS_32, 3):
+        raise ValueError(f'{FILE_3D}: positions_3d[{subject!r}][{action!r}]: expected '
+                         f'[frames, 32, 3], got {joints.shape}')
+      if data.external is not None:
+        dense, fine = _external_points(data, subject, action, len(joints), hierarchy)
+      else:
+        dense, fine = bone_points.hierarchy_points(joints, chains, hierarchy)
+      sparse = joints[:, skeleton32.KEPT_JOINTS]
+      world = np.concatenate([sparse, dense, fine], axis=1)
+      for camera_index, camera_id in enumerate(cameras.CAMERA_IDS):
+        inputs = {s: _sequence_2d(data, s, subject, action, camera_index)
+                  for s in config.input_sources}
+        absent = [s for s, sequence in inputs.items() if sequence is None]
+        if absent:
+          skipped.append((subject, action, camera_id, tuple(absent)))
+          continue
+        lengths = [len(joints)] + [len(sequence) for sequence in inputs.values()]
+        num_frames = min(lengths)
+        if len(set(lengths)) > 1:
+          trimmed.append((subject, action, camera_id, tuple(lengths)))
+        params = cameras.camera_params(subject, camera_id)
+        points_cam, pixels = _camera_points(world[:num_frames], params)
+        confidence = np.full((skeleton.NUM_JOINTS, 1), INPUT_CONFIDENCE)
+        level_ends = [skeleton.NUM_JOINTS, skeleton.NUM_JOINTS + num_dense]
+        for frame in range(0, num_frames, stride):
+          cam = np.split(points_cam[frame], level_ends)
+          pix = np.split(pixels[frame], level_ends)
+          example = pose_features.example_from_arrays(
+              subject=subject, action=label, camera=camera_id, frame=frame,
+              image_size=cameras.image_size(camera_id), camera_params=params,
+              keypoints_2d={s: np.concatenate([sequence[frame], confidence], axis=-1)
+                            for s, sequence in inputs.items()},
+              sparse_2d=pix[0], dense_2d=pix[1], fine_2d=pix[2],
+              sparse_3d=cam[0], dense_3d=cam[1], fine_3d=cam[2],
+              num_dense=num_dense, num_fine=num_fine, input_sources=config.input_sources,
+              action_names=ACTIONS)
+          yield f'{subject}/{action}/{camera_id}/{frame:06d}', example
+  if skipped:
+    logging.warning('human36m %s: skipped %d (subject, action, camera) sequences without 2D '
+                    'keypoints (subject, action, camera, sources): %s', split, len(skipped),
+                    skipped)
+  if trimmed:
+    logging.warning('human36m %s: trimmed %d sequences to the shorter of their 3D and 2D '
+                    'lengths (subject, action, camera, (3D, *2D lengths)): %s', split,
+                    len(trimmed), trimmed)
+
+
+class Builder(pose_features.PoseDatasetBuilder):
+  """Human3.6M (VideoPose3D format), one example per (frame, camera).
+
+  Writes array_record (for `tfds.data_source`) and a tfrecord copy (for `tfds.load`).
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  Place the VideoPose3D-format files in manual_dir: {FILE_3D}, {FILES_2D['gt']} and (for
+  CPN inputs) {FILES_2D['cpn']}; for the external dense source also {EXTERNAL_FILE}.
+  See tfds_builders/human36m/README.md.
+  """
+  BUILDER_CONFIGS = [
+      Human36mConfig(name='cpn', description='2D inputs: CPN detections and ground truth; '
+                     'dense/fine points along the 32-joint skeleton.'),
+      Human36mConfig(name='gt', input_sources=('gt',),
+                     description='2D input: ground truth only (no CPN file needed).'),
+      Human36mConfig(name='cpn_external', dense_source='external',
+                     description=f'As `cpn`, dense/fine points from {EXTERNAL_FILE}.'),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'cpn'
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    if config.dense_source not in ('skeleton', 'external'):
+      raise ValueError(f'human36m: dense_source must be skeleton or external, got '
+                       f'{config.dense_source!r}')
+    unknown = [s for s in config.input_sources if s not in FILES_2D]
+    if unknown:
+      raise ValueError(f'human36m: unknown input sources {unknown} (known: {list(FILES_2D)})')
+    hierarchy = config.hierarchy
+    return self.dataset_info_from_configs(
+        description=_DESCRIPTION,
+        features=pose_features.pose_features(ACTIONS, config.input_sources,
+                                             hierarchy.num_dense, hierarchy.num_fine),
+        metadata=pose_features.hierarchy_metadata(hierarchy, config.dense_source,
+                                                  config.input_sources),
+        homepage='http://vision.imar.ro/human3.6m/',
+        citation=_CITATION)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    config = self.builder_config
+    data = load_source_data(dl_manager.manual_dir, config)
+    strides = {'train': config.train_stride, 'test': config.test_stride}
+    return {split: self._generate_examples(data, subjects, strides[split], split)
+            for split, subjects in SPLIT_SUBJECTS.items()}
+
+  def _generate_examples(self, data: SourceData, subjects: Sequence[str], stride: int,
+                         split: str):
+    yield from generate_examples(data, subjects, stride, self.builder_config, split)

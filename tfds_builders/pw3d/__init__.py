@@ -1,0 +1,1 @@
+"""3DPW TFDS builder (official sequence files, manual download)."""
