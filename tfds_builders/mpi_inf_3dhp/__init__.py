@@ -1,0 +1,1 @@
+"""MPI-INF-3DHP test-set TFDS builder (annot_data.mat files, manual download)."""
