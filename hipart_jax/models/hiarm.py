@@ -1,0 +1,316 @@
+"""Stage 2: HiARM, the hierarchical autoregressive model over MSST tokens.
+
+Given the input sparse 2D pose, HiARM predicts the S sparse + D dense token ids of the
+tokenizer, one *group* of tokens per step (the ordering, `hipart_jax/orderings.py`).
+
+Two-stream formulation. The transformer runs over three streams of slots:
+  condition [S]: linear embedding of (x, y, confidence) + a learned joint embedding;
+  context [T]:   token embedding (separate tables for C_s and C_d) + position embedding;
+  query [T]:     position embedding + a learned query vector (no token information).
+The position embedding of token t is level + body part + index within the part's
+dense group (unique per token, independent of the ordering). Under the masks of
+`orderings.attention_mask`, query slot t sees only the condition and the context of
+earlier groups, so one teacher-forced pass predicts every group from its predecessors,
+and a whole group can be sampled in parallel at generation time.
+
+Blocks: `num_lsab` LSABs (local self-attention: each slot sees only its own body part,
+across scales) then `num_gcsab` GCSABs (global, block-causal, all condition slots
+visible). Attention is written out with explicit key/value inputs so the cached
+decoding step (`decode_step`, driven by `models/decoding.py`) reuses each layer's
+projections on a key/value cache.
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hipart_jax import orderings
+from hipart_jax import skeleton
+
+Array = jnp.ndarray
+KVCache = tuple[Array, ...]  # One [B, S + T, H, Dh] array per layer.
+
+
+class AttentionBlock(nn.Module):
+  """Pre-LayerNorm transformer block (masked multi-head attention + MLP).
+
+  `project` and `attend` split the block so callers can supply keys/values from a cache;
+  `__call__` is the plain self-attention composition of the two.
+
+  Attributes:
+    width: model width C.
+    num_heads: H; C must be divisible by H (head size Dh = C / H).
+    mlp_ratio: MLP hidden width / C.
+    dropout: dropout rate on attention weights and residual branches.
+  """
+
+  width: int
+  num_heads: int
+  mlp_ratio: int
+  dropout: float
+
+  def setup(self):
+    if self.width % self.num_heads:
+      raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
+    head_dim = self.width // self.num_heads
+    self.attention_norm = nn.LayerNorm()
+    self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim))
+    self.attention_out = nn.DenseGeneral(self.width, axis=(-2, -1))
+    self.mlp_norm = nn.LayerNorm()
+    self.mlp_hidden = nn.Dense(self.width * self.mlp_ratio)
+    self.mlp_out = nn.Dense(self.width)
+    self.drop = nn.Dropout(self.dropout)
+
+  def project(self, x: Array) -> tuple[Array, Array, Array]:
+    """x: [B, N, C] → (queries, keys, values), each [B, N, H, Dh]."""
+    qkv = self.qkv(self.attention_norm(x))
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+  def attend(self, x: Array, queries: Array, keys: Array, values: Array, mask: Array, *,
+             train: bool) -> Array:
+    """Attention of x's slots over given keys/values, then the MLP.
+
+    Args:
+      x: [B, Nq, C] residual stream of the attending slots.
+      queries: [B, Nq, H, Dh] their queries (from `project(x)`).
+      keys, values: [B, Nk, H, Dh].
+      mask: [Nq, Nk] bool, True = may attend; every row needs one True.
+      train: enables dropout.
+    Returns:
+      [B, Nq, C].
+    """
+    chex.assert_shape(mask, (queries.shape[1], keys.shape[1]))
+    chex.assert_equal_shape((keys, values))
+    scale = queries.shape[-1] ** -0.5
+    logits = jnp.einsum('bqhd,bkhd->bhqk', queries, keys) * scale
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    weights = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
+    y = jnp.einsum('bhqk,bkhd->bqhd', weights, values)
+    x = x + self.drop(self.attention_out(y), deterministic=not train)
+    y = self.mlp_out(nn.gelu(self.mlp_hidden(self.mlp_norm(x))))
+    return x + self.drop(y, deterministic=not train)
+
+  def __call__(self, x: Array, mask: Array, *, train: bool) -> Array:
+    """Masked self-attention block. x: [B, N, C], mask: [N, N] → [B, N, C]."""
+    queries, keys, values = self.project(x)
+    return self.attend(x, queries, keys, values, mask, train=train)
+
+
+class HiARM(nn.Module):
+  """Hierarchical autoregressive model: input 2D pose → MSST token logits.
+
+  Attributes:
+    hierarchy: the point hierarchy (S parts = S condition joints, D dense tokens).
+    sparse_vocab_size: Vs, size of the sparse codebook C_s.
+    dense_vocab_size: Vd, size of the dense codebook C_d.
+    ordering: an `orderings.ORDERING_NAMES` name or an `orderings.Ordering`.
+    width: model width C.
+    num_lsab: number of local (per body part) blocks, applied first.
+    num_gcsab: number of global causal blocks, applied after the LSABs.
+    num_heads, mlp_ratio, dropout: transformer block settings.
+    embedding_stddev: init scale of the learned embeddings.
+  """
+
+  hierarchy: skeleton.Hierarchy
+  sparse_vocab_size: int
+  dense_vocab_size: int
+  ordering: str | orderings.Ordering = 'hierarchical'
+  width: int = 128
+  num_lsab: int = 2
+  num_gcsab: int = 3
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  embedding_stddev: float = 0.02
+
+  @property
+  def decoding_order(self) -> orderings.Ordering:
+    """The resolved `orderings.Ordering`."""
+    if isinstance(self.ordering, orderings.Ordering):
+      if self.ordering.hierarchy != self.hierarchy:
+        raise ValueError('HiARM.ordering was built for a different hierarchy')
+      return self.ordering
+    return orderings.make_ordering(self.hierarchy, self.ordering)
+
+  @property
+  def num_layers(self) -> int:
+    return self.num_lsab + self.num_gcsab
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  def setup(self):
+    order = self.decoding_order
+    init = nn.initializers.normal(self.embedding_stddev)
+    num_in_part = max(int(self.hierarchy.dense_group_sizes.max()), 1)
+    self.condition_embedding = nn.Dense(self.width)
+    self.joint_embedding = self.param('joint_embedding', init, (order.num_sparse, self.width))
+    self.sparse_token_embedding = nn.Embed(self.sparse_vocab_size, self.width,
+                                           embedding_init=init)
+    self.dense_token_embedding = nn.Embed(self.dense_vocab_size, self.width,
+                                          embedding_init=init)
+    self.level_embedding = self.param('level_embedding', init,
+                                      (orderings.NUM_LEVELS, self.width))
+    self.part_embedding = self.param('part_embedding', init, (order.num_sparse, self.width))
+    self.index_embedding = self.param('index_embedding', init, (num_in_part, self.width))
+    self.query_embedding = self.param('query_embedding', init, (self.width,))
+    block = lambda: AttentionBlock(self.width, self.num_heads, self.mlp_ratio, self.dropout)
+    self.lsab = [block() for _ in range(self.num_lsab)]
+    self.gcsab = [block() for _ in range(self.num_gcsab)]
+    self.final_norm = nn.LayerNorm()
+    self.sparse_head = nn.Dense(self.sparse_vocab_size)
+    self.dense_head = nn.Dense(self.dense_vocab_size)
+
+  def _blocks(self) -> list[tuple[AttentionBlock, bool]]:
+    """(block, local) in application order."""
+    return [(b, True) for b in self.lsab] + [(b, False) for b in self.gcsab]
+
+  # Embeddings.
+
+  def embed_condition(self, cond_2d: Array, cond_confidence: Array) -> Array:
+    """cond_2d: [B, S, 2] model frame, cond_confidence: [B, S] → [B, S, C]."""
+    batch, num_joints = cond_2d.shape[0], self.hierarchy.num_sparse
+    chex.assert_shape(cond_2d, (batch, num_joints, 2))
+    chex.assert_shape(cond_confidence, (batch, num_joints))
+    features = jnp.concatenate([cond_2d, cond_confidence[..., None]], axis=-1)
+    return self.condition_embedding(features) + self.joint_embedding
+
+  def _token_table(self, table: np.ndarray, tokens: Array) -> Array:
+    """Looks up a per-token numpy table at token ids (padding -1 reads token 0)."""
+    return jnp.asarray(table)[jnp.maximum(tokens, 0)]
+
+  def embed_position(self, tokens: Array) -> Array:
+    """tokens: [N] token ids (-1 = padding) → [N, C] level + part + in-part index."""
+    order = self.decoding_order
+    return (self.level_embedding[self._token_table(order.token_level, tokens)]
+            + self.part_embedding[self._token_table(order.token_part, tokens)]
+            + self.index_embedding[self._token_table(order.token_index_in_part, tokens)])
+
+  def embed_context(self, tokens: Array, token_ids: Array) -> Array:
+    """Context slots. tokens: [N] token ids, token_ids: [B, N] their values → [B, N, C]."""
+    chex.assert_shape(token_ids, (None, tokens.shape[0]))
+    is_sparse = self._token_table(self.decoding_order.token_level, tokens) == orderings.SPARSE
+    sparse = self.sparse_token_embedding(jnp.clip(token_ids, 0, self.sparse_vocab_size - 1))
+    dense = self.dense_token_embedding(jnp.clip(token_ids, 0, self.dense_vocab_size - 1))
+    return jnp.where(is_sparse[:, None], sparse, dense) + self.embed_position(tokens)
+
+  def embed_query(self, tokens: Array) -> Array:
+    """Query slots. tokens: [N] token ids → [N, C]."""
+    return self.embed_position(tokens) + self.query_embedding
+
+  # Teacher forcing.
+
+  def __call__(self, cond_2d: Array, cond_confidence: Array, sparse_ids: Array,
+               dense_ids: Array, *, train: bool = False) -> tuple[Array, Array]:
+    """Teacher-forced logits: every group predicted from the earlier groups, in one pass.
+
+    Args:
+      cond_2d: [B, S, 2] input joints in the model frame.
+      cond_confidence: [B, S] confidence (0 = occluded/missing).
+      sparse_ids: [B, S] sparse token ids.
+      dense_ids: [B, D] dense token ids.
+      train: enables dropout (needs a 'dropout' rng when dropout > 0).
+    Returns:
+      (sparse_logits [B, S, Vs], dense_logits [B, D, Vd]).
+    """
+    order = self.decoding_order
+    batch, s, t = cond_2d.shape[0], order.num_sparse, order.num_tokens
+    chex.assert_shape(sparse_ids, (batch, s))
+    chex.assert_shape(dense_ids, (batch, order.num_dense))
+    tokens = jnp.arange(t)
+    x = jnp.concatenate([
+        self.embed_condition(cond_2d, cond_confidence),
+        self.embed_context(tokens, jnp.concatenate([sparse_ids, dense_ids], axis=1)),
+        jnp.broadcast_to(self.embed_query(tokens), (batch, t, self.width)),
+    ], axis=1)  # [B, S + 2T, C]
+    masks = {local: order.teacher_forcing_mask(local=local) for local in (True, False)}
+    for block, local in self._blocks():
+      x = block(x, masks[local], train=train)
+    queries = self.final_norm(x[:, s + t:])  # [B, T, C], token order.
+    return self.sparse_head(queries[:, :s]), self.dense_head(queries[:, s:])
+
+  # Cached generation.
+
+  def condition_cache(self, cond_2d: Array, cond_confidence: Array
+                      ) -> tuple[KVCache, KVCache]:
+    """Keys and values of the condition slots at every layer.
+
+    The condition stream attends only to itself, so it is computed once per input.
+
+    Args:
+      cond_2d: [B, S, 2]; cond_confidence: [B, S].
+    Returns:
+      (keys, values): per layer, [B, S, H, Dh].
+    """
+    x = self.embed_condition(cond_2d, cond_confidence)
+    slots = self.decoding_order.condition_slots()
+    all_keys, all_values = [], []
+    for block, local in self._blocks():
+      queries, keys, values = block.project(x)
+      all_keys.append(keys)
+      all_values.append(values)
+      mask = orderings.attention_mask(slots, slots, local=local)
+      x = block.attend(x, queries, keys, values, mask, train=False)
+    return tuple(all_keys), tuple(all_values)
+
+  def decode_step(self, cache_keys: KVCache, cache_values: KVCache, context_tokens: Array,
+                  context_ids: Array, query_tokens: Array
+                  ) -> tuple[Array, Array, KVCache, KVCache]:
+    """One generation step: add one group's context, predict the next group.
+
+    Runs only 2 * Gmax slots through the layers: the context slots of the group sampled
+    last (written into the cache at their token positions, layer by layer) and the query
+    slots of the group to predict, attending to the cache and to each other.
+
+    Args:
+      cache_keys, cache_values: per layer [B, S + T, H, Dh], laid out as
+        `Ordering.cache_slots()` (condition, then context slots by token id). Entries of
+        groups not yet generated may hold anything: the masks never read them.
+      context_tokens: [Gmax] token ids of the previous group, -1 padded (all -1 at the
+        first step).
+      context_ids: [B, Gmax] their sampled values.
+      query_tokens: [Gmax] token ids of the group to predict, -1 padded.
+    Returns:
+      (sparse_logits [B, Gmax, Vs], dense_logits [B, Gmax, Vd], cache_keys,
+      cache_values); both heads are evaluated for every query slot (pick per level).
+    """
+    order = self.decoding_order
+    s, t = order.num_sparse, order.num_tokens
+    width = context_tokens.shape[0]
+    chex.assert_shape(query_tokens, (width,))
+    batch = context_ids.shape[0]
+    x = jnp.concatenate([
+        self.embed_context(context_tokens, context_ids),
+        jnp.broadcast_to(self.embed_query(query_tokens), (batch, width, self.width)),
+    ], axis=1)  # [B, 2 Gmax, C]
+
+    def slots(stream, tokens):
+      return orderings.Slots(jnp.full(tokens.shape, stream, jnp.int32),
+                             self._token_table(order.token_group, tokens),
+                             self._token_table(order.token_part, tokens), tokens >= 0)
+
+    new_slots = slots(orderings.CONTEXT, context_tokens), slots(orderings.QUERY, query_tokens)
+    step_slots = orderings.Slots(*(jnp.concatenate(f) for f in zip(*new_slots)))
+    key_slots = orderings.Slots(*(jnp.concatenate([jnp.asarray(c), q]) for c, q in
+                                  zip(order.cache_slots(), new_slots[1])))
+    # Padded context slots are written out of bounds and dropped.
+    write_at = jnp.where(context_tokens >= 0, s + context_tokens, s + t)
+    new_keys, new_values = [], []
+    for layer, (block, local) in enumerate(self._blocks()):
+      queries, keys, values = block.project(x)
+      layer_keys = cache_keys[layer].at[:, write_at].set(keys[:, :width], mode='drop')
+      layer_values = cache_values[layer].at[:, write_at].set(values[:, :width], mode='drop')
+      new_keys.append(layer_keys)
+      new_values.append(layer_values)
+      mask = orderings.attention_mask(step_slots, key_slots, local=local)
+      x = block.attend(x, queries, jnp.concatenate([layer_keys, keys[:, width:]], axis=1),
+                       jnp.concatenate([layer_values, values[:, width:]], axis=1), mask,
+                       train=False)
+    queries = self.final_norm(x[:, width:])
+    return (self.sparse_head(queries), self.dense_head(queries), tuple(new_keys),
+            tuple(new_values))

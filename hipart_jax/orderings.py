@@ -1,0 +1,278 @@
+"""HiARM decoding orderings as groups of tokens, and the attention masks they imply.
+
+HiARM predicts T = S + D target tokens: token t < S is sparse token t (body part t, the
+sparse codebook C_s); token t >= S is dense token t - S (body part
+`hierarchy.dense_part[t - S]`, the dense codebook C_d). An ordering is a sequence of
+*groups* of token ids (DESIGN.md §5): one decoding step predicts one group in parallel,
+given the condition and every earlier group.
+
+HiARM runs three streams of slots through its transformer (see `models/hiarm.py`):
+  condition: one slot per input joint (S of them); never sees targets;
+  context:   one slot per token t, carrying the token's value; sees the condition and
+             the context slots of groups g(u) <= g(t);
+  query:     one slot per token t, carrying only its position; sees the condition, the
+             context slots of earlier groups g(u) < g(t) and the query slots of its own
+             group. Its output predicts token t.
+A query slot therefore never sees its own token nor a group mate's, so a whole group is
+predicted in one pass. Local blocks (LSAB) further restrict every slot to the slots of
+its own body part (the condition slot of part i is joint i).
+`attention_mask` states these rules once, for numpy and jax arrays alike, so the
+teacher-forced pass and the cached decoding step use the very same definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from hipart_jax import skeleton
+
+ORDERING_NAMES = ('hierarchical', 'center_to_periphery', 'sparse_to_dense', 'raster')
+
+# Slot streams.
+CONDITION = 0
+CONTEXT = 1
+QUERY = 2
+
+# Token levels.
+SPARSE = 0
+DENSE = 1
+NUM_LEVELS = 2
+
+
+def _dense_tokens_of_part(hierarchy: skeleton.Hierarchy, part: int) -> tuple[int, ...]:
+  """Token ids (S + dense index) of the dense points of one part, in index order."""
+  return tuple(hierarchy.num_sparse + k for k, p in enumerate(hierarchy.dense_part)
+               if p == part)
+
+
+def decoding_groups(hierarchy: skeleton.Hierarchy, name: str) -> tuple[tuple[int, ...], ...]:
+  """The token groups of a named ordering (DESIGN.md §5).
+
+  Args:
+    hierarchy: gives S, D and the body part of every dense token.
+    name: one of ORDERING_NAMES:
+      'hierarchical': parts from the center to the periphery; per part [sparse_i], then
+        [all dense tokens of part i] as one group (empty dense groups skipped);
+      'center_to_periphery': same part order, one token per group;
+      'sparse_to_dense': parts in index order, [sparse_i] then [dense tokens of part i];
+      'raster': tokens 0..T-1 in index order, one per group.
+  Returns:
+    Groups of token ids; every token in [0, S + D) appears exactly once.
+  """
+  if name not in ORDERING_NAMES:
+    raise ValueError(f'Unknown ordering {name!r}; valid names: {", ".join(ORDERING_NAMES)}')
+  num_tokens = hierarchy.num_sparse + hierarchy.num_dense
+  if name == 'raster':
+    return tuple((t,) for t in range(num_tokens))
+  if name == 'sparse_to_dense':
+    parts = tuple(range(hierarchy.num_sparse))
+  else:
+    parts = skeleton.center_to_periphery_order(hierarchy.parents)
+  groups = []
+  for part in parts:
+    dense = _dense_tokens_of_part(hierarchy, part)
+    if name == 'center_to_periphery':
+      groups.extend((t,) for t in (part,) + dense)
+    else:
+      groups.append((part,))
+      if dense:
+        groups.append(dense)
+  return tuple(groups)
+
+
+class Slots(NamedTuple):
+  """Per-slot attributes that decide who may attend to whom; each field is [N].
+
+  Attributes:
+    stream: CONDITION, CONTEXT or QUERY.
+    group: decoding group of the slot's token (-1 for condition slots).
+    part: body part (the joint index for condition slots).
+    valid: False for padding (never attended to).
+  """
+
+  stream: np.ndarray
+  group: np.ndarray
+  part: np.ndarray
+  valid: np.ndarray
+
+  def concat(self, *others: 'Slots') -> 'Slots':
+    """The slots of self followed by those of others (numpy arrays only)."""
+    return Slots(*(np.concatenate(fields) for fields in zip(self, *others)))
+
+
+def attention_mask(queries: Slots, keys: Slots, *, local: bool):
+  """Which key slots each query slot may attend to (True = may attend).
+
+  Works on numpy and jax arrays alike (only comparisons and logical operators).
+
+  Args:
+    queries: [Nq] slot attributes of the attending slots.
+    keys: [Nk] slot attributes of the attended slots.
+    local: LSAB rule: additionally require the same body part.
+  Returns:
+    [Nq, Nk] bool.
+  """
+  q = Slots(*(field[:, None] for field in queries))
+  k = Slots(*(field[None, :] for field in keys))
+  key_is_condition = k.stream == CONDITION
+  key_is_context = k.stream == CONTEXT
+  condition_rows = (q.stream == CONDITION) & key_is_condition
+  context_rows = (q.stream == CONTEXT) & (
+      key_is_condition | (key_is_context & (k.group <= q.group)))
+  query_rows = (q.stream == QUERY) & (
+      key_is_condition | (key_is_context & (k.group < q.group))
+      | ((k.stream == QUERY) & (k.group == q.group)))
+  allowed = (condition_rows | context_rows | query_rows) & k.valid
+  if local:
+    allowed = allowed & (k.part == q.part)
+  return allowed
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+  array.flags.writeable = False
+  return array
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+  """A decoding ordering of the T = S + D tokens of a hierarchy, as padded tables.
+
+  Hashable (fields are tuples), so it can be a Flax module attribute or a static jit
+  argument. Build named orderings with `make_ordering`; any other partition of the
+  tokens into groups is accepted too.
+
+  Attributes:
+    hierarchy: the point hierarchy.
+    name: a label ('hierarchical', ..., or a user name for custom groups).
+    group_tuples: the groups of token ids, in decoding order.
+  """
+
+  hierarchy: skeleton.Hierarchy
+  name: str
+  group_tuples: tuple[tuple[int, ...], ...]
+
+  def __post_init__(self):
+    groups = tuple(tuple(int(t) for t in group) for group in self.group_tuples)
+    object.__setattr__(self, 'group_tuples', groups)
+    if any(not group for group in groups):
+      raise ValueError(f'Ordering {self.name!r}: empty group in {groups}')
+    flat = sorted(t for group in groups for t in group)
+    if flat != list(range(self.num_tokens)):
+      raise ValueError(f'Ordering {self.name!r}: groups must hold every token in '
+                       f'[0, {self.num_tokens}) exactly once, got {groups}')
+
+  @property
+  def num_sparse(self) -> int:
+    return self.hierarchy.num_sparse
+
+  @property
+  def num_dense(self) -> int:
+    return self.hierarchy.num_dense
+
+  @property
+  def num_tokens(self) -> int:
+    """T = S + D."""
+    return self.hierarchy.num_sparse + self.hierarchy.num_dense
+
+  @property
+  def num_groups(self) -> int:
+    """G, the number of decoding steps."""
+    return len(self.group_tuples)
+
+  @property
+  def max_group_size(self) -> int:
+    """Gmax, the padded group width."""
+    return max(len(group) for group in self.group_tuples)
+
+  @functools.cached_property
+  def groups(self) -> np.ndarray:
+    """[G, Gmax] int32 token ids per group, padded with -1."""
+    out = np.full((self.num_groups, self.max_group_size), -1, np.int32)
+    for g, group in enumerate(self.group_tuples):
+      out[g, :len(group)] = group
+    return _frozen(out)
+
+  @property
+  def group_mask(self) -> np.ndarray:
+    """[G, Gmax] bool, False on padding."""
+    return self.groups >= 0
+
+  @functools.cached_property
+  def previous_groups(self) -> np.ndarray:
+    """[G, Gmax] the groups shifted by one step: row g holds group g - 1 (row 0 is all
+    padding). Decoding step g embeds these tokens' values and predicts group g."""
+    out = np.full_like(self.groups, -1)
+    out[1:] = self.groups[:-1]
+    return _frozen(out)
+
+  @functools.cached_property
+  def token_group(self) -> np.ndarray:
+    """[T] int32 decoding group of each token."""
+    out = np.zeros(self.num_tokens, np.int32)
+    for g, group in enumerate(self.group_tuples):
+      out[list(group)] = g
+    return _frozen(out)
+
+  @functools.cached_property
+  def token_index_in_group(self) -> np.ndarray:
+    """[T] int32 column of each token in `groups`."""
+    out = np.zeros(self.num_tokens, np.int32)
+    for group in self.group_tuples:
+      out[list(group)] = np.arange(len(group))
+    return _frozen(out)
+
+  @functools.cached_property
+  def token_level(self) -> np.ndarray:
+    """[T] int32: SPARSE (0) for t < S, DENSE (1) otherwise."""
+    return _frozen((np.arange(self.num_tokens) >= self.num_sparse).astype(np.int32))
+
+  @functools.cached_property
+  def token_part(self) -> np.ndarray:
+    """[T] int32 body part: t for sparse tokens, dense_part[t - S] for dense ones."""
+    return _frozen(np.concatenate([np.arange(self.num_sparse, dtype=np.int32),
+                                   self.hierarchy.dense_part_array]))
+
+  @functools.cached_property
+  def token_index_in_part(self) -> np.ndarray:
+    """[T] int32: 0 for sparse tokens, the dense point's index within its part's dense
+    group otherwise. With `token_level` and `token_part` it names every token uniquely,
+    whatever the ordering (HiARM's position embedding)."""
+    return _frozen(np.concatenate([np.zeros(self.num_sparse, np.int32),
+                                   self.hierarchy.dense_index_in_group()]))
+
+  # Slot layouts and masks.
+
+  def condition_slots(self) -> Slots:
+    """[S] the condition stream (joint i is part i)."""
+    s = self.num_sparse
+    return Slots(np.full(s, CONDITION, np.int32), np.full(s, -1, np.int32),
+                 np.arange(s, dtype=np.int32), np.ones(s, bool))
+
+  def token_slots(self, stream: int) -> Slots:
+    """[T] the CONTEXT or QUERY stream, one slot per token in token order."""
+    t = self.num_tokens
+    return Slots(np.full(t, stream, np.int32), self.token_group.copy(),
+                 self.token_part.copy(), np.ones(t, bool))
+
+  def teacher_forcing_slots(self) -> Slots:
+    """[S + 2T] the full sequence: condition, context, query."""
+    return self.condition_slots().concat(self.token_slots(CONTEXT), self.token_slots(QUERY))
+
+  def cache_slots(self) -> Slots:
+    """[S + T] the key/value cache layout: condition, then context slots by token id."""
+    return self.condition_slots().concat(self.token_slots(CONTEXT))
+
+  def teacher_forcing_mask(self, *, local: bool) -> np.ndarray:
+    """[S + 2T, S + 2T] bool attention mask of the teacher-forced pass."""
+    slots = self.teacher_forcing_slots()
+    return attention_mask(slots, slots, local=local)
+
+
+@functools.lru_cache(maxsize=None)
+def make_ordering(hierarchy: skeleton.Hierarchy, name: str) -> Ordering:
+  """The named ordering (one of ORDERING_NAMES) of a hierarchy's tokens."""
+  return Ordering(hierarchy, name, decoding_groups(hierarchy, name))

@@ -1,0 +1,172 @@
+"""Tests for HiARM decoding orderings and their attention masks."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from hipart_jax import orderings
+from hipart_jax import skeleton
+
+HIERARCHY = skeleton.default_hierarchy()
+S, D = 17, 48
+T = S + D
+
+
+def _uneven_hierarchy():
+  """Parts 0, 3 and 10 own 2, 5 and 1 dense points; every other part owns none."""
+  dense_part = (3, 0, 3, 10, 3, 0, 3, 3)
+  return skeleton.Hierarchy.from_maps(dense_part, tuple(range(len(dense_part))))
+
+
+def _all_parts_dense_hierarchy():
+  """The default hierarchy plus three dense points on the root: every part owns some."""
+  dense_part = HIERARCHY.dense_part + (0, 0, 0)
+  return skeleton.Hierarchy.from_maps(dense_part, tuple(range(len(dense_part))))
+
+
+@pytest.mark.parametrize('name, num_groups, max_size', [
+    ('hierarchical', 33, 3), ('center_to_periphery', 65, 1), ('sparse_to_dense', 33, 3),
+    ('raster', 65, 1)])
+def test_default_hierarchy_group_counts_cover_every_token_once(name, num_groups, max_size):
+  # The root owns no dense point by default, so the two-step-per-part orderings take
+  # 17 + 16 steps.
+  order = orderings.make_ordering(HIERARCHY, name)
+  assert order.num_groups == num_groups
+  assert order.max_group_size == max_size
+  flat = [t for group in order.group_tuples for t in group]
+  assert sorted(flat) == list(range(T))
+  assert order.groups.shape == (num_groups, max_size)
+  assert order.group_mask.sum() == T
+
+
+def test_two_steps_per_part_when_every_part_owns_dense_points():
+  h = _all_parts_dense_hierarchy()
+  for name in ('hierarchical', 'sparse_to_dense'):
+    assert orderings.make_ordering(h, name).num_groups == 2 * S
+
+
+def test_hierarchical_group_contents():
+  groups = orderings.decoding_groups(HIERARCHY, 'hierarchical')
+  # Pelvis (no dense), then right hip and its dense points, left hip, spine, ...
+  assert groups[:6] == ((0,), (1,), (17, 18, 19), (4,), (26, 27, 28), (7,))
+  sparse_order = [g[0] for g in groups if len(g) == 1]
+  assert tuple(sparse_order) == skeleton.center_to_periphery_order(HIERARCHY.parents)
+  assert tuple(sparse_order)[-2:] == (13, 16)  # The wrists come last.
+  for g, group in enumerate(groups):
+    if group[0] >= S:  # A dense group follows its part's sparse token.
+      parts = {HIERARCHY.dense_part[t - S] for t in group}
+      assert parts == {groups[g - 1][0]}
+
+
+def test_other_named_orders():
+  s2d = orderings.decoding_groups(HIERARCHY, 'sparse_to_dense')
+  assert s2d[:5] == ((0,), (1,), (17, 18, 19), (2,), (20, 21, 22))
+  c2p = orderings.decoding_groups(HIERARCHY, 'center_to_periphery')
+  assert c2p[:6] == ((0,), (1,), (17,), (18,), (19,), (4,))
+  assert orderings.decoding_groups(HIERARCHY, 'raster') == tuple((t,) for t in range(T))
+
+
+def test_user_hierarchy_with_uneven_groups():
+  h = _uneven_hierarchy()
+  order = orderings.make_ordering(h, 'hierarchical')
+  assert order.num_tokens == S + 8
+  assert order.num_groups == S + 3
+  assert order.max_group_size == 5
+  assert order.group_tuples[:2] == ((0,), (S + 1, S + 5))
+  assert orderings.make_ordering(h, 'center_to_periphery').num_groups == S + 8
+  assert orderings.make_ordering(h, 'sparse_to_dense').group_tuples[4:6] == (
+      (3,), (S + 0, S + 2, S + 4, S + 6, S + 7))
+  np.testing.assert_array_equal(order.group_mask.sum(axis=1)[:3], [1, 2, 1])
+
+
+@pytest.mark.parametrize('hierarchy', [HIERARCHY, _uneven_hierarchy()], ids=['default', 'uneven'])
+@pytest.mark.parametrize('name', orderings.ORDERING_NAMES)
+def test_token_tables_agree_with_groups(hierarchy, name):
+  order = orderings.make_ordering(hierarchy, name)
+  t = np.arange(order.num_tokens)
+  np.testing.assert_array_equal(order.groups[order.token_group, order.token_index_in_group], t)
+  np.testing.assert_array_equal(order.token_level, (t >= S).astype(int))
+  np.testing.assert_array_equal(order.token_part[:S], np.arange(S))
+  np.testing.assert_array_equal(order.token_part[S:], hierarchy.dense_part)
+  np.testing.assert_array_equal(order.previous_groups[1:], order.groups[:-1])
+  assert np.all(order.previous_groups[0] == -1)
+  # (level, part, index in part) names each token once.
+  names = set(zip(order.token_level, order.token_part, order.token_index_in_part))
+  assert len(names) == order.num_tokens
+  with pytest.raises(ValueError):
+    order.groups[0, 0] = 5  # Tables are read-only.
+
+
+def test_invalid_names_and_groups_raise():
+  with pytest.raises(ValueError, match='hierarchical, center_to_periphery'):
+    orderings.make_ordering(HIERARCHY, 'zigzag')
+  groups = orderings.decoding_groups(HIERARCHY, 'raster')
+  with pytest.raises(ValueError, match='exactly once'):
+    orderings.Ordering(HIERARCHY, 'custom', groups[:-1])
+  with pytest.raises(ValueError, match='exactly once'):
+    orderings.Ordering(HIERARCHY, 'custom', groups[:-1] + ((0,),))
+  with pytest.raises(ValueError, match='empty group'):
+    orderings.Ordering(HIERARCHY, 'custom', groups + ((),))
+
+
+def test_orderings_are_hashable_values():
+  a = orderings.make_ordering(HIERARCHY, 'hierarchical')
+  b = orderings.Ordering(HIERARCHY, 'hierarchical',
+                         orderings.decoding_groups(HIERARCHY, 'hierarchical'))
+  assert a == b and hash(a) == hash(b)
+  assert len({a, b, orderings.make_ordering(HIERARCHY, 'raster')}) == 2
+  assert a != orderings.make_ordering(_uneven_hierarchy(), 'hierarchical')
+
+
+def _reference_mask(order, local):
+  """The mask rules written out slot by slot (the spec in plain Python)."""
+  s, t = order.num_sparse, order.num_tokens
+  slots = [('cond', j) for j in range(s)] + [('context', u) for u in range(t)] + [
+      ('query', u) for u in range(t)]
+  group = lambda i: order.token_group[i]
+  part = lambda kind, i: i if kind == 'cond' else order.token_part[i]
+  mask = np.zeros((len(slots), len(slots)), bool)
+  for (a, (qk, qi)), (b, (kk, ki)) in itertools.product(enumerate(slots), repeat=2):
+    if qk == 'cond':
+      allowed = kk == 'cond'
+    elif qk == 'context':
+      allowed = kk == 'cond' or (kk == 'context' and group(ki) <= group(qi))
+    else:
+      allowed = (kk == 'cond' or (kk == 'context' and group(ki) < group(qi))
+                 or (kk == 'query' and group(ki) == group(qi)))
+    if local:
+      allowed = allowed and part(qk, qi) == part(kk, ki)
+    mask[a, b] = allowed
+  return mask
+
+
+@pytest.mark.parametrize('local', [False, True])
+def test_teacher_forcing_mask_matches_the_rules(local):
+  order = orderings.make_ordering(_uneven_hierarchy(), 'hierarchical')
+  mask = order.teacher_forcing_mask(local=local)
+  np.testing.assert_array_equal(mask, _reference_mask(order, local))
+
+
+def test_query_slots_never_see_their_own_group_context():
+  order = orderings.make_ordering(HIERARCHY, 'hierarchical')
+  mask = order.teacher_forcing_mask(local=False)
+  context, query = slice(S, S + T), slice(S + T, S + 2 * T)
+  sees_context = mask[query, context]  # [T, T]
+  same_or_later = order.token_group[None, :] >= order.token_group[:, None]
+  assert not np.any(sees_context & same_or_later)
+  assert np.all(sees_context | same_or_later)
+  assert np.all(mask.sum(axis=1) > 0)
+  # Dense group mates are predicted together and see one another's query slots.
+  a, b = 17, 18
+  assert mask[S + T + a, S + T + b] and not mask[S + T + a, S + b]
+
+
+def test_attention_mask_respects_padding():
+  order = orderings.make_ordering(HIERARCHY, 'raster')
+  slots = order.cache_slots()
+  padded = slots._replace(valid=np.arange(S + T) % 2 == 0)
+  mask = orderings.attention_mask(slots, padded, local=False)
+  assert not np.any(mask[:, 1::2])
+  np.testing.assert_array_equal(mask[:, ::2],
+                                orderings.attention_mask(slots, slots, local=False)[:, ::2])
