@@ -6,7 +6,9 @@
 
 `HiPART` bundles the three modules and their variables; `load_pipeline` rebuilds it
 from a lifter workdir (whose checkpoint embeds the frozen MSST and HiARM it was
-trained with). `predict` is a pure function of (variables, inputs, rng).
+trained with). `predict` is a pure function of (variables, inputs, rng); `lift` is the
+same computation from inputs already in the model frame (evaluation batches), which
+also serves the 'oracle' mode given the ground-truth hierarchy.
 """
 
 from __future__ import annotations
@@ -79,6 +81,68 @@ def to_model_frame(keypoints: jnp.ndarray, confidence: jnp.ndarray,
   return jnp.where(confidence[..., None] > 0, inputs, 0.0), center, scale
 
 
+def lift(model: HiPART, variables: dict[str, Any], inputs_2d: jnp.ndarray,
+         inputs_confidence: jnp.ndarray, rng: jax.Array, *,
+         hierarchy_2d: dict[str, jnp.ndarray] | None = None, temperature: float = 0.0,
+         top_k: int = 0, num_samples: int = 1) -> dict[str, jnp.ndarray]:
+  """Lifts a batch given in the model frame (the entry point of `predict` and evaluation).
+
+  Not jitted itself: call it inside `jax.jit` with `model` and the sampling settings
+  static (as `predict` and `evaluation.lift_batch` do).
+
+  Args:
+    model: the modules.
+    variables: {'params': lifter params, 'frozen_msst', 'frozen_hiarm'}.
+    inputs_2d: [B, 17, 2] input joints in the model frame (missing joints at 0);
+      inputs_confidence: [B, 17].
+    rng: sampling key (unused when temperature == 0).
+    hierarchy_2d: the ground-truth hierarchy {'sparse': [B, S, 2], 'dense': [B, D, 2],
+      'fine': [B, F, 2]} in the model frame; required by (and only used in) 'oracle' mode.
+    temperature, top_k, num_samples: HiARM sampling; K = num_samples hypotheses.
+  Returns:
+    pose_3d: [B, 17, 3] root-relative meters (the mean of the K hypotheses);
+    hypotheses_3d: [B, K, 17, 3] (K identical copies in the 'sparse' and 'oracle' modes);
+    uncertainty_mm: [B, 17] per-joint spread (RMS distance of the hypotheses from their
+      mean, mm; 0 when K = 1);
+    and for the hierarchical mode the generated hierarchy in the model frame:
+    sparse_2d [B, K, S, 2], dense_2d [B, K, D, 2], fine_2d [B, K, F, 2].
+  Raises:
+    ValueError: an 'oracle' lifter without `hierarchy_2d`, or an unknown mode.
+  """
+  batch = inputs_2d.shape[0]
+  chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
+  chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
+  lifter_variables = {'params': variables['params']}
+  per_hypothesis = lambda x: jnp.broadcast_to(x[:, None], (batch, num_samples) + x.shape[1:])
+  mode = model.lifter.mode
+  if mode == 'oracle' and hierarchy_2d is None:
+    raise ValueError('a lifter in \'oracle\' mode needs the ground-truth hierarchy; '
+                     'inference supports the sparse and hierarchical modes')
+  out = {}
+  if mode in ('sparse', 'oracle'):
+    pose = model.lifter.apply(lifter_variables, inputs_2d, inputs_confidence,
+                              hierarchy_2d if mode == 'oracle' else None)
+    hypotheses = per_hypothesis(pose)
+  elif mode == 'hierarchical':
+    generated = stages.generate_hierarchy(
+        model.msst, model.hiarm, variables, inputs_2d, inputs_confidence, rng,
+        temperature=temperature, top_k=top_k, num_samples=num_samples)  # [B, K, N, 2]
+    flat = lambda x: x.reshape((batch * num_samples,) + x.shape[2:])
+    repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+    hypotheses = model.lifter.apply(lifter_variables, repeat(inputs_2d),
+                                    repeat(inputs_confidence), jax.tree.map(flat, generated))
+    hypotheses = hypotheses.reshape((batch, num_samples) + hypotheses.shape[1:])
+    out.update({f'{level}_2d': points for level, points in generated.items()})
+  else:
+    raise ValueError(f'unknown lifter mode {mode!r}')
+  out['hypotheses_3d'] = hypotheses
+  out['pose_3d'] = hypotheses.mean(axis=1)
+  # Per-joint spread: root-mean-square distance of the hypotheses from their mean.
+  spread = jnp.sqrt(jnp.mean(jnp.sum((hypotheses - out['pose_3d'][:, None]) ** 2, -1), 1))
+  out['uncertainty_mm'] = spread * metrics.METERS_TO_MILLIMETERS
+  return out
+
+
 @functools.partial(jax.jit, static_argnames=('model', 'temperature', 'top_k',
                                              'num_samples'))
 def predict(model: HiPART, variables: dict[str, Any], keypoints: jnp.ndarray,
@@ -107,31 +171,13 @@ def predict(model: HiPART, variables: dict[str, Any], keypoints: jnp.ndarray,
   chex.assert_shape(confidence, (batch, skeleton.NUM_JOINTS))
   chex.assert_shape(image_size, (batch, 2))
   inputs, center, scale = to_model_frame(keypoints, confidence, image_size)
-  lifter_variables = {'params': variables['params']}
-  out = {}
-  if model.lifter.mode == 'sparse':
-    pose = model.lifter.apply(lifter_variables, inputs, confidence)
-    hypotheses = jnp.broadcast_to(pose[:, None], (batch, num_samples) + pose.shape[1:])
-  elif model.lifter.mode == 'hierarchical':
-    generated = stages.generate_hierarchy(
-        model.msst, model.hiarm, variables, inputs, confidence, rng,
-        temperature=temperature, top_k=top_k, num_samples=num_samples)  # [B, K, N, 2]
-    flat = lambda x: x.reshape((batch * num_samples,) + x.shape[2:])
-    repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
-    hypotheses = model.lifter.apply(lifter_variables, repeat(inputs), repeat(confidence),
-                                    jax.tree.map(flat, generated))
-    hypotheses = hypotheses.reshape((batch, num_samples) + hypotheses.shape[1:])
-    per_hypothesis = lambda x: jnp.broadcast_to(x[:, None], (batch, num_samples) + x.shape[1:])
-    to_pixels = lambda points: geometry.screen_denormalize(
-        geometry.denormalize_2d(points, per_hypothesis(center), per_hypothesis(scale)),
-        per_hypothesis(image_size))
-    out.update({f'{level}_2d': to_pixels(points) for level, points in generated.items()})
-  else:
-    raise ValueError(f'a lifter in {model.lifter.mode!r} mode needs the ground-truth '
-                     'hierarchy; inference supports the sparse and hierarchical modes')
-  out['hypotheses_3d'] = hypotheses
-  out['pose_3d'] = hypotheses.mean(axis=1)
-  # Per-joint spread: root-mean-square distance of the hypotheses from their mean.
-  spread = jnp.sqrt(jnp.mean(jnp.sum((hypotheses - out['pose_3d'][:, None]) ** 2, -1), 1))
-  out['uncertainty_mm'] = spread * metrics.METERS_TO_MILLIMETERS
+  out = lift(model, variables, inputs, confidence, rng, temperature=temperature,
+             top_k=top_k, num_samples=num_samples)
+  per_hypothesis = lambda x: jnp.broadcast_to(x[:, None], (batch, num_samples) + x.shape[1:])
+  to_pixels = lambda points: geometry.screen_denormalize(
+      geometry.denormalize_2d(points, per_hypothesis(center), per_hypothesis(scale)),
+      per_hypothesis(image_size))
+  for level in stages.LEVELS:
+    if f'{level}_2d' in out:
+      out[f'{level}_2d'] = to_pixels(out[f'{level}_2d'])
   return out

@@ -6,12 +6,17 @@ per-camera intrinsics (focal length and principal point in pixels, radial k1..k3
 tangential p1, p2 distortion, image resolution) and per-subject extrinsics (camera
 orientation quaternion (w, x, y, z) and camera position in world millimeters). The
 numbers were transcribed as published figures; `camera_params` converts them to the
-dataset schema (translation in meters).
+dataset schema (translation in meters) and `project_world` maps world points through
+them.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
+
+from hipart_jax import geometry
 
 CAMERA_IDS = ('54138969', '55011271', '58860488', '60457274')
 SUBJECTS = ('S1', 'S5', 'S6', 'S7', 'S8', 'S9', 'S11')
@@ -149,3 +154,22 @@ def camera_params(subject: str, camera_id: str) -> dict[str, np.ndarray]:
       tangential=as_float(intrinsics['tangential']),
       rotation=as_float(orientation),
       translation=as_float(np.asarray(position_mm) / MILLIMETERS_PER_METER))
+
+
+def project_world(points_world: np.ndarray, params: Mapping[str, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """World points through one camera of `camera_params`.
+
+  Args:
+    points_world: [..., P, 3] world meters.
+    params: a `camera_params` dict.
+  Returns:
+    ([..., P, 3] camera coordinates, meters; [..., P, 2] distorted pixels), in the
+    promoted dtype of the points and parameters.
+  """
+  points_world = np.asarray(points_world)
+  flat = points_world.reshape(-1, 3)
+  camera = geometry.world_to_camera(flat, params['rotation'], params['translation'])
+  pixels = geometry.project_to_pixels(camera, params['focal'], params['center'],
+                                      params['radial'], params['tangential'])
+  return camera.reshape(points_world.shape), pixels.reshape(*points_world.shape[:-1], 2)

@@ -1,4 +1,8 @@
-"""Human3.6M in the project's pose schema, from VideoPose3D-format files (manual download).
+"""Human3.6M in the project's pose schema (manual download).
+
+Two source formats: the VideoPose3D preprocessing (`data_3d_h36m.npz` and 2D `.npz`
+files) or the official release's per-subject `D3_Positions` CDF files (`official.py`),
+which yield the same examples with the `gt` 2D source only.
 
 One example per (frame, camera): the 17-joint 3D pose, its dense and fine points (the
 `skeleton` source interpolates along the 32-joint skeleton's bones, the `external`
@@ -21,18 +25,22 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hipart_jax import geometry
 from hipart_jax import skeleton
 from tfds_builders import pose_features
 from tfds_builders import safe_pickle
 from tfds_builders.human36m import bone_points
 from tfds_builders.human36m import cameras
+from tfds_builders.human36m import official
 from tfds_builders.human36m import skeleton32
 
 FILE_3D = 'data_3d_h36m.npz'
 FILES_2D = {'gt': 'data_2d_h36m_gt.npz', 'cpn': 'data_2d_h36m_cpn_ft_h36m_dbb.npz'}
 EXTERNAL_FILE = 'dense_points_h36m.npz'
 EXTERNAL_FIELDS = ('dense_3d', 'fine_3d')
+# Where the 3D poses come from: VideoPose3D's npz files or the official CDF release.
+SOURCE_FORMATS = ('videopose3d', 'official')
+# The 2D sources the official release provides (projections of its 3D poses).
+OFFICIAL_INPUT_SOURCES = ('gt',)
 # The 15 Human3.6M actions (ClassLabel order). File action names carry a take suffix
 # ('Walking 1'); two actions are spelled differently for some subjects.
 ACTIONS = ('Directions', 'Discussion', 'Eating', 'Greeting', 'Phoning', 'Photo', 'Posing',
@@ -79,13 +87,18 @@ class Human36mConfig(tfds.core.BuilderConfig):
   """Builder options.
 
   Attributes:
-    input_sources: 2D sources stored in `keypoints_2d`; each needs its file (FILES_2D).
+    source_format: 'videopose3d' (FILE_3D and the FILES_2D of `input_sources`) or
+      'official' (`<manual_dir>/<subject>/MyPoseFeatures/D3_Positions/*.cdf`; 2D inputs
+      are the `gt` projections, see `official.py`).
+    input_sources: 2D sources stored in `keypoints_2d`; each needs its file (FILES_2D),
+      except `gt` in the official format.
     train_stride: keep every `train_stride`-th frame of the train split.
     test_stride: keep every `test_stride`-th frame of the test split.
     dense_source: 'skeleton' (along the 32-joint bones) or 'external' (EXTERNAL_FILE).
     external_file: file name in manual_dir of the external dense/fine points.
     dense_per_bone, fine_per_dense: the `skeleton.default_hierarchy` arguments.
   """
+  source_format: str = 'videopose3d'
   input_sources: tuple[str, ...] = ('cpn', 'gt')
   train_stride: int = 1
   test_stride: int = 1
@@ -110,11 +123,13 @@ class SourceData:
     external: field ('dense_3d', 'fine_3d') → subject → action → [T, D|F, 3] world
       meters, or None for the skeleton source.
     external_name: the external file's name (for error messages).
+    positions_3d_name: where the 3D poses come from (for messages).
   """
   positions_3d: Mapping[str, Mapping[str, np.ndarray]]
   positions_2d: Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]]
   external: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None
   external_name: str = EXTERNAL_FILE
+  positions_3d_name: str = FILE_3D
 
 
 def _dict_field(path: epath.Path, arrays: Mapping[str, np.ndarray], field: str) -> dict:
@@ -129,19 +144,44 @@ def _dict_field(path: epath.Path, arrays: Mapping[str, np.ndarray], field: str) 
 
 
 def load_source_data(manual_dir: epath.PathLike, config: Human36mConfig) -> SourceData:
-  """Reads the manual files a config needs (through the restricted unpickler)."""
+  """Reads the manual files a config needs (npz files through the restricted unpickler).
+
+  The official format reads the CDF files of every subject in SPLIT_SUBJECTS and
+  computes the `gt` 2D source from them (`official.py`).
+  """
+  validate_config(config)
   manual_dir = epath.Path(manual_dir)
-  needed = [FILE_3D] + [FILES_2D[s] for s in config.input_sources]
+  is_official = config.source_format == 'official'
+  needed = [] if is_official else [FILE_3D] + [FILES_2D[s] for s in config.input_sources]
   if config.dense_source == 'external':
     needed.append(config.external_file)
   missing = [name for name in needed if not (manual_dir / name).exists()]
   if missing:
     raise FileNotFoundError(f'human36m/{config.name}: {missing} not found in {manual_dir}; '
                             'see tfds_builders/human36m/README.md')
-  path_3d = manual_dir / FILE_3D
-  positions_3d = _dict_field(path_3d, safe_pickle.load_npz(path_3d), 'positions_3d')
+  if is_official:
+    subjects = [s for split in SPLIT_SUBJECTS.values() for s in split]
+    positions_3d = official.load_positions_3d(manual_dir, subjects)
+    positions_2d = {'gt': official.ground_truth_2d(positions_3d)}
+    positions_3d_name = f'<manual_dir>/<subject>/{official.D3_POSITIONS_DIR}'
+  else:
+    path_3d = manual_dir / FILE_3D
+    positions_3d = _dict_field(path_3d, safe_pickle.load_npz(path_3d), 'positions_3d')
+    positions_2d = _load_2d_files(manual_dir, config.input_sources)
+    positions_3d_name = FILE_3D
+  external = None
+  if config.dense_source == 'external':
+    path = manual_dir / config.external_file
+    arrays = safe_pickle.load_npz(path)
+    external = {field: _dict_field(path, arrays, field) for field in EXTERNAL_FIELDS}
+  return SourceData(positions_3d, positions_2d, external, config.external_file,
+                    positions_3d_name)
+
+
+def _load_2d_files(manual_dir: epath.Path, input_sources: Sequence[str]) -> dict:
+  """source → the `positions_2d` dict of its FILES_2D file."""
   positions_2d = {}
-  for source in config.input_sources:
+  for source in input_sources:
     path = manual_dir / FILES_2D[source]
     arrays = safe_pickle.load_npz(path)
     if 'metadata' in arrays:
@@ -150,12 +190,7 @@ def load_source_data(manual_dir: epath.PathLike, config: Human36mConfig) -> Sour
         raise ValueError(f'{path.name}: metadata num_joints is {metadata["num_joints"]}, '
                          'expected 17 (Human3.6M layout)')
     positions_2d[source] = _dict_field(path, arrays, 'positions_2d')
-  external = None
-  if config.dense_source == 'external':
-    path = manual_dir / config.external_file
-    arrays = safe_pickle.load_npz(path)
-    external = {field: _dict_field(path, arrays, field) for field in EXTERNAL_FIELDS}
-  return SourceData(positions_3d, positions_2d, external, config.external_file)
+  return positions_2d
 
 
 def _external_points(data: SourceData, subject: str, action: str, num_frames: int,
@@ -172,22 +207,13 @@ def _external_points(data: SourceData, subject: str, action: str, num_frames: in
     value = np.asarray(value, np.float64)
     expected = (num_frames, size, 3)
     if value.shape != expected:
-      raise ValueError(f'{where}: expected shape {expected} (frames of {FILE_3D}, points of '
-                       f'the hierarchy, xyz meters), got {value.shape}')
+      raise ValueError(f'{where}: expected shape {expected} (frames of '
+                       f'{data.positions_3d_name}, points of the hierarchy, xyz meters), '
+                       f'got {value.shape}')
     if not np.all(np.isfinite(value)):
       raise ValueError(f'{where}: non-finite values')
     out.append(value)
   return out
-
-
-def _camera_points(points_world: np.ndarray, params: Mapping[str, np.ndarray]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-  """[T, P, 3] world meters → ([T, P, 3] camera meters, [T, P, 2] pixels)."""
-  flat = points_world.reshape(-1, 3)
-  camera = geometry.world_to_camera(flat, params['rotation'], params['translation'])
-  pixels = geometry.project_to_pixels(camera, params['focal'], params['center'],
-                                      params['radial'], params['tangential'])
-  return camera.reshape(points_world.shape), pixels.reshape(*points_world.shape[:-1], 2)
 
 
 def _sequence_2d(data: SourceData, source: str, subject: str, action: str,
@@ -224,14 +250,14 @@ def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
   for subject in subjects:
     if subject not in data.positions_3d:
       logging.warning('human36m %s: subject %s is not in %s; skipping it', split, subject,
-                      FILE_3D)
+                      data.positions_3d_name)
       continue
     for action in sorted(data.positions_3d[subject]):
       label = canonical_action(action)
       joints = np.asarray(data.positions_3d[subject][action], np.float64)
       if joints.ndim != 3 or joints.shape[1:] != (skeleton32.NUM_JOINTS_32, 3):
-        raise ValueError(f'{FILE_3D}: positions_3d[{subject!r}][{action!r}]: expected '
-                         f'[frames, 32, 3], got {joints.shape}')
+        raise ValueError(f'{data.positions_3d_name}: positions_3d[{subject!r}][{action!r}]: '
+                         f'expected [frames, 32, 3], got {joints.shape}')
       if data.external is not None:
         dense, fine = _external_points(data, subject, action, len(joints), hierarchy)
       else:
@@ -250,7 +276,7 @@ def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
         if len(set(lengths)) > 1:
           trimmed.append((subject, action, camera_id, tuple(lengths)))
         params = cameras.camera_params(subject, camera_id)
-        points_cam, pixels = _camera_points(world[:num_frames], params)
+        points_cam, pixels = cameras.project_world(world[:num_frames], params)
         confidence = np.full((skeleton.NUM_JOINTS, 1), INPUT_CONFIDENCE)
         level_ends = [skeleton.NUM_JOINTS, skeleton.NUM_JOINTS + num_dense]
         for frame in range(0, num_frames, stride):
@@ -276,8 +302,24 @@ def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
                     len(trimmed), trimmed)
 
 
+def validate_config(config: Human36mConfig) -> None:
+  """Raises a ValueError naming the bad option of a config."""
+  if config.dense_source not in ('skeleton', 'external'):
+    raise ValueError(f'human36m: dense_source must be skeleton or external, got '
+                     f'{config.dense_source!r}')
+  if config.source_format not in SOURCE_FORMATS:
+    raise ValueError(f'human36m: source_format must be one of {SOURCE_FORMATS}, got '
+                     f'{config.source_format!r}')
+  known = OFFICIAL_INPUT_SOURCES if config.source_format == 'official' else tuple(FILES_2D)
+  unknown = [s for s in config.input_sources if s not in known]
+  if unknown:
+    raise ValueError(f'human36m/{config.name}: input sources {unknown} are not available in '
+                     f'the {config.source_format} format (known: {list(known)}); the official '
+                     'release has no 2D detections, only the gt projections')
+
+
 class Builder(pose_features.PoseDatasetBuilder):
-  """Human3.6M (VideoPose3D format), one example per (frame, camera).
+  """Human3.6M (VideoPose3D or official format), one example per (frame, camera).
 
   Writes array_record (for `tfds.data_source`) and a tfrecord copy (for `tfds.load`).
   """
@@ -287,6 +329,8 @@ class Builder(pose_features.PoseDatasetBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   Place the VideoPose3D-format files in manual_dir: {FILE_3D}, {FILES_2D['gt']} and (for
   CPN inputs) {FILES_2D['cpn']}; for the external dense source also {EXTERNAL_FILE}.
+  The official_* configs read the official release instead:
+  <manual_dir>/<subject>/{official.D3_POSITIONS_DIR}/<Action>.cdf (needs `cdflib`).
   See tfds_builders/human36m/README.md.
   """
   BUILDER_CONFIGS = [
@@ -296,17 +340,15 @@ class Builder(pose_features.PoseDatasetBuilder):
                      description='2D input: ground truth only (no CPN file needed).'),
       Human36mConfig(name='cpn_external', dense_source='external',
                      description=f'As `cpn`, dense/fine points from {EXTERNAL_FILE}.'),
+      Human36mConfig(name='official_gt', source_format='official', input_sources=('gt',),
+                     description='As `gt`, read from the official D3_Positions CDF files; '
+                     'the gt 2D input is their projection through the cameras.'),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'cpn'
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
-    if config.dense_source not in ('skeleton', 'external'):
-      raise ValueError(f'human36m: dense_source must be skeleton or external, got '
-                       f'{config.dense_source!r}')
-    unknown = [s for s in config.input_sources if s not in FILES_2D]
-    if unknown:
-      raise ValueError(f'human36m: unknown input sources {unknown} (known: {list(FILES_2D)})')
+    validate_config(config)
     hierarchy = config.hierarchy
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,

@@ -1,0 +1,219 @@
+r"""Lifts a file of 2D keypoints to 3D with a trained HiPART.
+
+  python -m launch.infer --checkpoint=/tmp/w/lifter --input=poses.json \
+      --output=poses_3d.npz [--image_size=1920,1080] [--num_samples=5 --temperature=1]
+      [--plot]
+
+Input (hipart_jax/keypoint_io.py): npz, COCO or Halpe keypoint results, a COCO
+annotation file, OpenPose frames (a file or a folder), MMPose predictions; `--format`
+overrides the detection. Results lists carry no image size: pass `--image_size=W,H`.
+
+Output, by the extension of `--output`; rows sorted by (track, frame) like the input:
+  .npz   pose_3d [N, 17, 3] float32 meters, root-relative (pelvis at 0), camera axes
+         (x right, y down, z forward), Human3.6M-17 joint order (`joint_names`);
+         frame [N], track [N], confidence [N, 17], keypoints_2d [N, 17, 2] (the input,
+         pixels), image_size [N, 2], no_visible_joint [N] bool; with K > 1 hypotheses_3d
+         [N, K, 17, 3] (pose_3d is their mean) and uncertainty_mm [N, 17] (per-joint RMS
+         spread of the hypotheses); for a hierarchical lifter the generated hierarchy of
+         the first hypothesis in pixels: sparse_2d [N, 17, 2], dense_2d [N, D, 2],
+         fine_2d [N, F, 2], and `hierarchy` (Hierarchy.to_json() as a JSON string).
+  .json  a list of {frame, track, pose_3d: [[x, y, z]] * 17, no_visible_joint, and
+         uncertainty_mm: [17] with K > 1}.
+`no_visible_joint` marks detections without any confident joint: they are kept (nothing
+is dropped), but their 3D pose is the lifter's guess from no evidence.
+
+`--plot` writes PNG figures beside the output (`<output stem>_<row>.png`) for a few
+evenly spaced rows: the 2D input with the generated hierarchy and the 3D skeleton
+(needs matplotlib, the `viz` extra).
+
+Inference runs `pipeline.predict` in batches of one size (the last padded), so a run
+compiles once. Bad input, a missing checkpoint, a checkpoint of another stage or an
+unknown output extension end the program with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from hipart_jax import evaluation
+from hipart_jax import keypoint_io
+from hipart_jax import skeleton
+from hipart_jax.models import pipeline
+
+OUTPUT_EXTENSIONS = ('.npz', '.json')
+LEVELS = ('sparse', 'dense', 'fine')
+# Figure layout for --plot.
+FIGURE_SIZE = (10.0, 5.0)
+FIGURE_DPI = 80
+LEVEL_MARKER_SIZE = {'sparse': 18.0, 'dense': 8.0, 'fine': 3.0}
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines this tool's flags (called by `__main__`; tests pass their own FlagValues)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('checkpoint', None, 'Workdir of a trained lifter.', **define)
+  flags.DEFINE_string('input', None, 'Keypoint file, or a folder of OpenPose frames.',
+                      **define)
+  flags.DEFINE_string('output', None, 'Output file: .npz or .json.', **define)
+  flags.DEFINE_enum('format', None, keypoint_io.FORMATS, 'Input format (default: detect).',
+                    **define)
+  flags.DEFINE_string('image_size', None, 'W,H pixels, for inputs without image sizes.',
+                      **define)
+  flags.DEFINE_bool('track_ids', True, "Use the file's person ids as tracks (else number "
+                    'detections within each frame).', **define)
+  flags.DEFINE_integer('num_samples', 1, 'K hypotheses per pose (hierarchical lifters).',
+                       **define)
+  flags.DEFINE_float('temperature', 0.0, 'HiARM sampling temperature (0: greedy).', **define)
+  flags.DEFINE_integer('top_k', 0, 'Sample among the top-k tokens (0: all).', **define)
+  flags.DEFINE_integer('batch_size', 256, 'Poses per jitted call.', **define)
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.', **define)
+  flags.DEFINE_bool('plot', False, 'Write PNG figures beside the output.', **define)
+  flags.DEFINE_integer('plot_rows', 4, 'How many rows --plot draws.', **define)
+  flags.mark_flags_as_required(['checkpoint', 'input', 'output'], flag_values=flag_values)
+
+
+def _fail(message: str) -> SystemExit:
+  return SystemExit(f'infer: error: {message}')
+
+
+def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarray],
+                model: pipeline.HiPART, num_samples: int) -> dict[str, np.ndarray]:
+  arrays = dict(pose_3d=out['pose_3d'].astype(np.float32), frame=sequence.frame,
+                track=sequence.track, confidence=sequence.confidence,
+                keypoints_2d=sequence.keypoints, image_size=sequence.image_size,
+                no_visible_joint=sequence.confidence.max(-1) <= 0,
+                joint_names=np.asarray(skeleton.H36M_JOINT_NAMES))
+  if num_samples > 1:
+    arrays['hypotheses_3d'] = out['hypotheses_3d'].astype(np.float32)
+    arrays['uncertainty_mm'] = out['uncertainty_mm'].astype(np.float32)
+  if model.lifter.mode == 'hierarchical':
+    for level in LEVELS:
+      arrays[f'{level}_2d'] = out[f'{level}_2d'][:, 0].astype(np.float32)
+    arrays['hierarchy'] = np.asarray(json.dumps(model.hierarchy.to_json()))
+  return arrays
+
+
+def _json_records(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+  records = []
+  for row in range(len(arrays['frame'])):
+    record = dict(frame=int(arrays['frame'][row]), track=int(arrays['track'][row]),
+                  pose_3d=arrays['pose_3d'][row].tolist(),
+                  no_visible_joint=bool(arrays['no_visible_joint'][row]))
+    if 'uncertainty_mm' in arrays:
+      record['uncertainty_mm'] = arrays['uncertainty_mm'][row].tolist()
+    records.append(record)
+  return records
+
+
+def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
+              num_rows: int) -> list[pathlib.Path]:
+  """PNG figures of up to `num_rows` evenly spaced rows; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  count = len(arrays['frame'])
+  rows = np.unique(np.linspace(0, count - 1, min(num_rows, count)).round().astype(int))
+  bones = [(j, p) for j, p in enumerate(skeleton.H36M_PARENTS) if p >= 0]
+  paths = []
+  for row in rows:
+    figure = plt.figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI)
+    image = figure.add_subplot(1, 2, 1)
+    keypoints, visible = arrays['keypoints_2d'][row], arrays['confidence'][row] > 0
+    for level in LEVELS:
+      if f'{level}_2d' in arrays:
+        points = arrays[f'{level}_2d'][row]
+        image.scatter(points[:, 0], points[:, 1], s=LEVEL_MARKER_SIZE[level],
+                      label=f'generated {level}', alpha=0.6)
+    for j, p in bones:
+      if visible[j] and visible[p]:
+        image.plot(keypoints[[j, p], 0], keypoints[[j, p], 1], 'k-', linewidth=1)
+    image.scatter(keypoints[visible, 0], keypoints[visible, 1], c='k', s=10, label='input')
+    width, height = arrays['image_size'][row]
+    image.set_xlim(0, width)
+    image.set_ylim(height, 0)  # Image rows grow downwards.
+    image.set_aspect('equal')
+    image.legend(loc='upper right', fontsize='small')
+    image.set_title(f'frame {arrays["frame"][row]}, track {arrays["track"][row]}')
+    pose = arrays['pose_3d'][row]
+    space = figure.add_subplot(1, 2, 2, projection='3d')
+    for j, p in bones:  # Camera axes (x right, y down, z forward) drawn with y up.
+      space.plot(pose[[j, p], 0], pose[[j, p], 2], -pose[[j, p], 1], 'b-')
+    extent = max(float(np.abs(pose).max()), 1e-3)  # Equal axes around the root.
+    for set_limits in (space.set_xlim, space.set_ylim, space.set_zlim):
+      set_limits(-extent, extent)
+    space.set_xlabel('x (m)')
+    space.set_ylabel('z (m)')
+    space.set_zlabel('-y (m)')
+    space.set_title('3D, root-relative')
+    path = output.with_name(f'{output.stem}_{row:06d}.png')
+    figure.savefig(path)
+    plt.close(figure)
+    paths.append(path)
+  return paths
+
+
+def run(*, checkpoint: str, input_path: str, output: str, input_format: str | None = None,
+        image_size: str | None = None, track_ids: bool = True, num_samples: int = 1,
+        temperature: float = 0.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
+        plot: bool = False, num_plot_rows: int = 4) -> dict[str, np.ndarray]:
+  """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors."""
+  output_path = pathlib.Path(output)
+  if output_path.suffix.lower() not in OUTPUT_EXTENSIONS:
+    raise _fail(f'--output={output}: the extension must be one of {OUTPUT_EXTENSIONS}')
+  if num_samples < 1 or batch_size < 1:
+    raise _fail('--num_samples and --batch_size must be positive')
+  try:
+    sequence = keypoint_io.read_keypoints(input_path, format=input_format,
+                                          image_size=image_size, track_ids=track_ids)
+  except keypoint_io.KeypointFileError as e:
+    raise _fail(str(e)) from None
+  try:
+    model, variables, _ = pipeline.load_pipeline(checkpoint)
+  except (FileNotFoundError, ValueError) as e:
+    raise _fail(f'--checkpoint: {e}') from None
+  if model.lifter.mode not in ('sparse', 'hierarchical'):
+    raise _fail(f'--checkpoint={checkpoint}: a lifter in {model.lifter.mode!r} mode needs '
+                'the ground-truth hierarchy; inference takes sparse or hierarchical lifters')
+  if num_samples > 1 and temperature == 0:
+    logging.warning('num_samples=%d with temperature 0: greedy decoding makes the %d '
+                    'hypotheses identical; set --temperature > 0 to sample.',
+                    num_samples, num_samples)
+  out = evaluation.predict_in_batches(
+      model, variables, sequence.keypoints, sequence.confidence, sequence.image_size,
+      jax.random.key(seed), batch_size=batch_size, temperature=temperature, top_k=top_k,
+      num_samples=num_samples)
+  arrays = _npz_arrays(sequence, out, model, num_samples)
+  output_path.parent.mkdir(parents=True, exist_ok=True)
+  if output_path.suffix.lower() == '.npz':
+    with open(output_path, 'wb') as f:
+      np.savez(f, **arrays)
+  else:
+    output_path.write_text(json.dumps(_json_records(arrays)))
+  logging.info('Wrote %d poses to %s', len(sequence), output_path)
+  if plot:
+    for path in plot_rows(arrays, output_path, num_plot_rows):
+      logging.info('Wrote %s', path)
+  return arrays
+
+
+def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  f = flag_values
+  run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,
+      image_size=f.image_size, track_ids=f.track_ids, num_samples=f.num_samples,
+      temperature=f.temperature, top_k=f.top_k, batch_size=f.batch_size, seed=f.seed,
+      plot=f.plot, num_plot_rows=f.plot_rows)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
