@@ -41,5 +41,7 @@ setuptools.setup(
         # The `tfds build` command line imports apache_beam at start-up (tfds 4.9.10).
         'build': ['apache-beam', 'dill'],
         'viz': ['matplotlib>=3.8'],
+        # Reading the official Human3.6M release (D3_Positions .cdf files), pure Python.
+        'official': ['cdflib>=1.3'],
     },
 )
