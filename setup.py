@@ -38,8 +38,9 @@ setuptools.setup(
     extras_require={
         # dill: imported by tfds.testing.DatasetBuilderTestCase.
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'dill'],
-        # The `tfds build` command line imports apache_beam at start-up (tfds 4.9.10).
-        'build': ['apache-beam', 'dill'],
+        # The `tfds build` command line imports apache_beam and mlcroissant at start-up
+        # (tfds 4.9.10).
+        'build': ['apache-beam', 'mlcroissant', 'dill'],
         'viz': ['matplotlib>=3.8'],
         # Reading the official Human3.6M release (D3_Positions .cdf files), pure Python.
         'official': ['cdflib>=1.3'],
