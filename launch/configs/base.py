@@ -22,8 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Call jax.distributed.initialize() (also done when JAX_COORDINATOR_ADDRESS is set).
   config.multihost = False
-  # How steps are mapped over local devices: 'pmap' or 'shard_map' (train.parallelize).
-  config.parallelism = 'pmap'
+  # How steps are mapped over local devices (train.parallelize): 'auto' (vmap on a
+  # single device, pmap otherwise), 'pmap', 'shard_map' or 'vmap'.
+  config.parallelism = 'auto'
   config.tensorboard = True  # Also needs the `tensorboard` package.
 
   # Data: the input pipeline's block (TFDS name, splits, input source, augmentation).
