@@ -3,7 +3,16 @@
 import os
 import pathlib
 
+import jax
 import pytest
+
+# Tests compile many programs that differ only by Python closure identity (each train run
+# builds its own step functions); a persistent compilation cache shared by the session's
+# workers lets identical HLO compile once.
+_CACHE_DIR = os.environ.get('HIPART_TEST_COMPILATION_CACHE',
+                            f'/tmp/hipart_test_jax_cache_{os.getuid()}')
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'

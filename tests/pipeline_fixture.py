@@ -18,6 +18,7 @@ import fake_examples
 
 HIERARCHY = skeleton.default_hierarchy()
 NUM_TRAIN, NUM_EVAL = 96, 20
+MSST_STEPS = 60
 
 
 def sources():
@@ -72,7 +73,10 @@ def train_tiny_pipeline(root: pathlib.Path) -> dict[str, pathlib.Path]:
   """Workdirs {'msst', 'hiarm', 'lifter_hierarchical', 'lifter_sparse'} of tiny runs."""
   dirs = {name: root / name for name in ('msst', 'hiarm', 'lifter_hierarchical',
                                         'lifter_sparse')}
-  run(msst_config(), dirs['msst'])
+  msst = msst_config(steps=MSST_STEPS)  # Long enough to show learning (test_stages).
+  msst.log_every_steps = 1
+  msst.optimizer.lr = 3e-3
+  run(msst, dirs['msst'])
   run(hiarm_config(dirs['msst']), dirs['hiarm'])
   run(lifter_config('hierarchical', dirs['msst'], dirs['hiarm']),
       dirs['lifter_hierarchical'])

@@ -1,0 +1,34 @@
+"""The README's main job (launch/demo.py) end to end, in its seconds-long smoke variant."""
+
+import json
+
+from absl import flags
+from absl.testing import flagsaver
+import pytest
+
+from launch import demo
+
+
+@pytest.fixture(scope='module')
+def smoke_report(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('demo')
+  data_dir = tmp_path_factory.mktemp('tfds')
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(['demo'])
+  with flagsaver.flagsaver(workdir=str(workdir), data_dir=str(data_dir)):
+    flags.FLAGS['config'].parse('launch/configs/demo.py:smoke')
+    demo.main(['demo'])
+  return workdir
+
+
+def test_demo_writes_report_with_all_lifters(smoke_report):
+  report = (smoke_report / 'report.md').read_text()
+  for name in ('sparse-only', 'HiPART', 'oracle'):
+    assert name in report
+  results = json.loads((smoke_report / 'report.json').read_text())['results']
+  assert set(results) == {'lifter_sparse', 'lifter_hierarchical', 'lifter_oracle'}
+  for table in results.values():
+    assert set(table) == {'none', 'one_limb'}
+    assert table['one_limb']['occluded_mpjpe_mm'] > 0
+  assert (smoke_report / 'inference.npz').exists()
+  assert (smoke_report / 'inference.png').exists()
