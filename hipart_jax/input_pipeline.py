@@ -61,7 +61,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       name='synthetic_poses/tiny',
-      data_dir=None,
+      data_dir=ml_collections.config_dict.placeholder(str),
       builder_kwargs={},
       download=True,
       train_split='train',

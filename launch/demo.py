@@ -67,6 +67,7 @@ def stage_configs(demo: ml_collections.ConfigDict, workdir: pathlib.Path,
   runs['hiarm'].init_from.msst = str(workdir / 'msst')
   for mode in demo.lifter_modes:
     config = shorten(synthetic_lifter.get_config(mode), demo.lifter_steps)
+    config.model.depth = demo.lifter_depth
     config.init_from.msst = str(workdir / 'msst')
     config.init_from.hiarm = str(workdir / 'hiarm')
     runs[f'lifter_{mode}'] = config

@@ -11,12 +11,13 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.dataset = 'synthetic_poses/small'
   config.seed = 0
-  config.batch_size = 128
+  config.batch_size = 64
   config.eval_batch_size = 512
-  # Training steps per stage.
-  config.msst_steps = 1_000
-  config.hiarm_steps = 1_000
-  config.lifter_steps = 1_000
+  # Training steps per stage (sized for about 10 minutes on 2 CPU cores).
+  config.msst_steps = 400
+  config.hiarm_steps = 400
+  config.lifter_steps = 400
+  config.lifter_depth = 2
   config.lifter_modes = ('sparse', 'hierarchical', 'oracle')
   # Robustness table: input-pipeline occlusion levels (augment.OCCLUSION_LEVELS).
   config.occlusion_levels = ('none', 'one_limb', 'two_limbs', 'random_30')
