@@ -29,6 +29,26 @@ def cmu_mocap_dir():
 
 @pytest.fixture(scope='session')
 def tiny_pipeline(tmp_path_factory):
-  """Workdirs of a tiny HiPART trained once per session (tests/pipeline_fixture.py)."""
+  """Workdirs of a tiny HiPART trained once per test run (tests/pipeline_fixture.py).
+
+  Under pytest-xdist every worker has its own session: the first worker to get here
+  trains into a directory shared by all workers (under a lock) and the others reuse it.
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top
   import pipeline_fixture  # pylint: disable=g-import-not-at-top
-  return pipeline_fixture.train_tiny_pipeline(tmp_path_factory.mktemp('tiny_pipeline'))
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = shared.parent  # The run's base temp, common to the workers.
+  root = shared / 'tiny_pipeline'
+  root.mkdir(exist_ok=True)
+  with open(shared / 'tiny_pipeline.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      done = root / 'done'
+      if done.exists():
+        return {name: root / name for name in done.read_text().split()}
+      dirs = pipeline_fixture.train_tiny_pipeline(root)
+      done.write_text(' '.join(dirs))
+      return dirs
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
