@@ -1,0 +1,170 @@
+r"""Inference throughput of the full HiPART pipeline and of each of its stages.
+
+  python -m bench.inference [--config=synthetic] [--checkpoint=LIFTER_WORKDIR] \
+      [--inference_batch_sizes=1,64,256,1024] [--output=inference.json] [--smoke]
+
+Times the jitted `pipeline.predict` (pixels → model frame → HiARM generation → MSST
+decoding → lifter → 3D) at each batch size, and its three stages on their own:
+generation (`decoding.generate`, greedy), decode (`MSST.decode` of the generated ids)
+and lift (`Lifter` on the decoded hierarchy). Reports poses/s, compile time, XLA's peak
+memory estimate, FLOPs and efficiency = FLOP/s ÷ the float32 matmul peak measured in
+the same process (`bench/roofline.py`). Models are randomly initialized at the sizes of
+`launch/configs/<config>_{msst,hiarm,lifter}.py` unless `--checkpoint` names a trained
+lifter workdir (the timing does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import common
+from bench import decoding as decoding_bench
+from bench import roofline as roofline_lib
+from hipart_jax import skeleton
+from hipart_jax.models import decoding
+from hipart_jax.models import msst as msst_lib
+from hipart_jax.models import pipeline
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None,
+                                  'A trained lifter workdir (hierarchical mode) to time '
+                                  'instead of randomly initialized models.')
+_BATCH_SIZES = flags.DEFINE_list('inference_batch_sizes', ['1', '64', '256', '1024'],
+                                 'Batch sizes of the inference benchmark.')
+
+SMOKE_BATCH_SIZES = (2,)
+STAGES = ('generation', 'decode', 'lift')
+
+
+def load_models(prefix: str, checkpoint: str | None, smoke: bool) -> dict[str, Any]:
+  """{'model': pipeline.HiPART, 'variables', 'configs', 'source'}."""
+  if checkpoint:
+    model, variables, meta = pipeline.load_pipeline(checkpoint)
+    if model.lifter.mode != 'hierarchical':
+      raise ValueError(f'{checkpoint}: the benchmark needs a hierarchical lifter, got '
+                       f'{model.lifter.mode!r}')
+    configs = dict(meta['frozen_models'], lifter=meta['model'])
+    return dict(model=model, variables=variables, configs=configs, source=checkpoint)
+  models = common.init_models(prefix, skeleton.default_hierarchy(), smoke=smoke)
+  model = pipeline.HiPART(models['lifter'], models['msst'], models['hiarm'])
+  return dict(model=model, variables=models['variables'], configs=models['configs'],
+              source=f'random init, launch/configs/{prefix}_*.py')
+
+
+def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
+                 ) -> dict[str, tuple[dict[str, Any], tuple]]:
+  """Compiles the pipeline and each stage, feeding each stage the previous one's outputs.
+
+  Returns:
+    {name: (common.compile_stats(...) result, arguments of its compiled executable)}.
+  """
+  rng = np.random.default_rng(batch)
+  keypoints, confidence, size = common.random_keypoints(rng, batch)
+  inputs, _, _ = jax.jit(pipeline.to_model_frame)(keypoints, confidence, size)
+  confidence = jnp.asarray(confidence)
+  key = jax.random.key(0)
+  out = {}
+
+  def add(name, fn, static, dynamic):
+    out[name] = (common.compile_stats(fn, *static, *dynamic,
+                                      compiler_options=common.compiler_options(smoke)),
+                 dynamic)
+    return out[name][0]['compiled'](*dynamic)
+
+  add('pipeline', pipeline.predict, (model,), (variables, keypoints, confidence, size, key))
+  generated = add('generation', decoding.generate, (model.hiarm,),
+                  (variables['frozen_hiarm'], inputs, confidence, key))
+  decode = jax.jit(lambda v, s, d: model.msst.apply(v, s, d, method=msst_lib.MSST.decode))
+  hierarchy_2d = add('decode', decode, (), (variables['frozen_msst'],
+                                            generated['sparse_ids'][:, 0],
+                                            generated['dense_ids'][:, 0]))
+  lift = jax.jit(lambda p, x, c, h: model.lifter.apply({'params': p}, x, c, h))
+  add('lift', lift, (), (variables['params'], inputs, confidence, hierarchy_2d))
+  return out
+
+
+def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: float, *,
+                  repeats: int, min_time: float, smoke: bool) -> list[dict[str, Any]]:
+  """One row per function (pipeline and stages) at one batch size."""
+  compiled = _compile_all(model, variables, batch, smoke)
+  step_flops = decoding_bench.step_flops(model.hiarm, variables['frozen_hiarm'], batch,
+                                         use_cache=True)
+  num_groups = model.hiarm.decoding_order.num_groups
+  stats, thunks = {}, {}
+  for name, (stat, args) in compiled.items():
+    if name in ('pipeline', 'generation'):  # The scan over groups: count every step.
+      stat['flops'] = common.scan_corrected_flops(stat['flops'], step_flops, num_groups)
+    stats[name] = stat
+    thunks[name] = lambda c=stat['compiled'], a=args: c(*a)
+  timings = common.time_interleaved(thunks, repeats=repeats, min_time=min_time)
+  rows = []
+  for name in compiled:
+    seconds = timings[name]['best_s']
+    rows.append(dict(
+        batch_size=batch, function=name, seconds=seconds,
+        median_seconds=timings[name]['median_s'], poses_per_s=batch / seconds,
+        compile_s=stats[name]['compile_s'], flops=stats[name]['flops'],
+        flops_per_pose=stats[name]['flops'] / batch,
+        gflops_per_s=stats[name]['flops'] / seconds / 1e9,
+        efficiency=common.efficiency(stats[name]['flops'], seconds, peak),
+        peak_memory_bytes=stats[name]['peak_memory_bytes'],
+        share_of_pipeline=seconds / timings['pipeline']['best_s']))
+  return rows
+
+
+def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: bool,
+        repeats: int, min_time: float) -> dict[str, Any]:
+  """The inference report (see the module docstring)."""
+  roofline = roofline_lib.smoke_roofline() if smoke else roofline_lib.measure_roofline(
+      repeats=repeats)
+  peak = roofline['peak_flops_per_s']['float32']
+  models = load_models(prefix, checkpoint, smoke)
+  model, variables = models['model'], models['variables']
+  rows = []
+  for batch in batch_sizes:
+    logging.info('Inference at batch %d.', batch)
+    rows.extend(measure_batch(model, variables, batch, peak, repeats=repeats,
+                              min_time=min_time, smoke=smoke))
+  parameters = {name: common.count_parameters(variables[key]['params'] if key != 'params'
+                                              else variables['params'])
+                for name, key in (('msst', 'frozen_msst'), ('hiarm', 'frozen_hiarm'),
+                                  ('lifter', 'params'))}
+  order = model.hiarm.decoding_order
+  return dict(machine=common.machine_info(), roofline=roofline,
+              config=dict(prefix=prefix, smoke=smoke, models=models['source'],
+                          model_configs=models['configs'], parameters=parameters,
+                          ordering=order.name, num_decoding_steps=order.num_groups,
+                          device_peak_memory_bytes=common.device_peak_memory(),
+                          batch_sizes=list(batch_sizes)),
+              results=rows)
+
+
+def tables(report: dict[str, Any]) -> list[str]:
+  columns = ['batch_size', 'function', 'seconds', 'poses_per_s', 'compile_s',
+             'flops_per_pose', 'gflops_per_s', 'efficiency', 'share_of_pipeline',
+             'peak_memory_bytes']
+  return [roofline_lib.roofline_table(report['roofline']),
+          common.format_table(report['results'], columns,
+                              'HiPART inference (pipeline = generation + decode + lift)')]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  smoke = common.SMOKE.value
+  batch_sizes = list(SMOKE_BATCH_SIZES) if smoke else [int(b) for b in _BATCH_SIZES.value]
+  report = run(prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
+               batch_sizes=batch_sizes, smoke=smoke,
+               repeats=1 if smoke else common.REPEATS.value,
+               min_time=0.0 if smoke else common.MIN_TIME.value)
+  common.finish(report, tables(report))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,133 @@
+r"""The device's measured matmul throughput: the reference every efficiency divides by.
+
+  python -m bench.roofline [--output=roofline.json] [--smoke]
+
+Times `jit(A @ B)` for square matrices of a few sizes in float32 and bfloat16 (best of
+several runs) and a streaming elementwise kernel for memory bandwidth. Other scripts
+call `measure_roofline()` in their own process, so the peak and the figures divided by
+it are measured under the same conditions (load, thread count, device).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from bench import common
+
+_SIZES = flags.DEFINE_list('roofline_sizes', None, 'Matrix sizes (default: by backend).')
+
+CPU_SIZES = (256, 512, 1024, 2048)
+ACCELERATOR_SIZES = (1024, 2048, 4096, 8192)
+SMOKE_SIZES = (64, 128)
+DTYPES = ('float32', 'bfloat16')
+BANDWIDTH_ELEMENTS = 1 << 24  # 64 MiB per float32 array: well beyond the caches.
+SMOKE_BANDWIDTH_ELEMENTS = 1 << 16
+
+
+def default_sizes() -> tuple[int, ...]:
+  return CPU_SIZES if jax.default_backend() == 'cpu' else ACCELERATOR_SIZES
+
+
+def _matmul_seconds(size: int, dtype: str, repeats: int, min_time: float) -> float:
+  keys = jax.random.split(jax.random.key(size), 2)
+  a, b = (jax.random.normal(k, (size, size), jnp.dtype(dtype)) for k in keys)
+  matmul = jax.jit(jnp.matmul)
+  return common.time_call(lambda: matmul(a, b), repeats=repeats, min_time=min_time)['best_s']
+
+
+def _bandwidth(elements: int, repeats: int, min_time: float) -> float:
+  """Bytes/s of x <- 0.5 x + 1 over a float32 array (one read, one write per element).
+
+  The input buffer is donated, so the kernel streams through memory that is already
+  mapped; without donation every call's fresh 64 MiB output is first-touch page faults
+  and the figure measures the allocator instead (10x lower on the reference machine).
+  """
+  kernel = jax.jit(lambda v: v * 0.5 + 1.0, donate_argnums=0)
+  state = [jnp.ones((elements,), jnp.float32)]
+
+  def step():
+    state[0] = kernel(state[0])
+    return state[0]
+
+  seconds = common.time_call(step, repeats=repeats, min_time=min_time)['best_s']
+  return 2 * 4 * elements / seconds
+
+
+def measure_roofline(sizes: Sequence[int] | None = None, dtypes: Sequence[str] = DTYPES, *,
+                     repeats: int = 5, min_time: float = 0.3,
+                     bandwidth_elements: int = BANDWIDTH_ELEMENTS) -> dict[str, Any]:
+  """Measures the peak matmul FLOP/s per dtype and the streaming memory bandwidth.
+
+  Args:
+    sizes: square matrix sizes N (2 N^3 FLOPs per product); default by backend.
+    dtypes: dtype names.
+    repeats, min_time: see `common.time_call`.
+    bandwidth_elements: float32 elements of the bandwidth kernel's array.
+  Returns:
+    {'matmul': [{'dtype', 'size', 'seconds', 'gflops_per_s'}, ...],
+     'peak_flops_per_s': {dtype: best FLOP/s over sizes},
+     'bandwidth_bytes_per_s': float,
+     'ridge_flops_per_byte': float32 peak / bandwidth (the arithmetic intensity above
+       which a kernel can be compute-bound)}.
+  """
+  sizes = tuple(sizes or default_sizes())
+  rows, peaks = [], {}
+  for dtype in dtypes:
+    for size in sizes:
+      seconds = _matmul_seconds(size, dtype, repeats, min_time)
+      flops_per_s = 2.0 * size**3 / seconds
+      rows.append(dict(dtype=dtype, size=size, seconds=seconds,
+                       gflops_per_s=flops_per_s / 1e9))
+      peaks[dtype] = max(peaks.get(dtype, 0.0), flops_per_s)
+  bandwidth = _bandwidth(bandwidth_elements, repeats, min_time)
+  return dict(matmul=rows, peak_flops_per_s=peaks, bandwidth_bytes_per_s=bandwidth,
+              ridge_flops_per_byte=peaks.get('float32', 0.0) / bandwidth)
+
+
+@functools.lru_cache(maxsize=1)
+def smoke_roofline() -> dict[str, Any]:
+  """A seconds-long version for `--smoke` runs (the values mean nothing; cached)."""
+  return measure_roofline(SMOKE_SIZES, repeats=1, min_time=0.0,
+                          bandwidth_elements=SMOKE_BANDWIDTH_ELEMENTS)
+
+
+def roofline_for_flags() -> dict[str, Any]:
+  """The roofline with the shared flags' repeats (smoke: `smoke_roofline`)."""
+  if common.SMOKE.value:
+    return smoke_roofline()
+  sizes = [int(s) for s in _SIZES.value] if _SIZES.value else None
+  return measure_roofline(sizes, repeats=common.REPEATS.value,
+                          min_time=min(common.MIN_TIME.value, 0.3))
+
+
+def roofline_table(roofline: dict[str, Any]) -> str:
+  rows = [dict(r, gflops_per_s=r['gflops_per_s'], ms=r['seconds'] * 1e3)
+          for r in roofline['matmul']]
+  table = common.format_table(rows, ['dtype', 'size', 'ms', 'gflops_per_s'],
+                              'Matmul roofline (best of runs)')
+  peaks = ', '.join(f'{d} {v / 1e9:.1f} GFLOP/s'
+                    for d, v in roofline['peak_flops_per_s'].items())
+  return (f'{table}\npeak: {peaks}; bandwidth '
+          f'{roofline["bandwidth_bytes_per_s"] / 1e9:.1f} GB/s; ridge '
+          f'{roofline["ridge_flops_per_byte"]:.1f} FLOP/byte')
+
+
+def run() -> dict[str, Any]:
+  return dict(machine=common.machine_info(), roofline=roofline_for_flags())
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  report = run()
+  common.finish(report, [roofline_table(report['roofline'])])
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,197 @@
+"""Stage evaluations for the accuracy benchmarks: per occlusion level, and diagnoses.
+
+  Strided               every k-th example of a source (a fixed, evenly spread subset);
+  evaluate_levels       a stage's `eval_metrics` over a source per occlusion level, through
+                        the trainer's eval step (`train.make_eval_step`);
+  evaluate_msst         the trained tokenizer, ground truth in each occluded input's frame;
+  evaluate_hiarm        teacher-forced and greedily generated tokens, the decoded
+                        hierarchy's error per level, and the generation time of a batch;
+  diagnose_lifters      MPJPE of the HiPART and oracle lifters fed each kind of hierarchy
+                        (generated, tokenized ground truth, ground truth): where the
+                        error of the generated hierarchy goes.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import pathlib
+import time
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+
+from hipart_jax import checkpoints
+from hipart_jax import input_pipeline
+from hipart_jax import losses
+from hipart_jax import metrics
+from hipart_jax import stages
+from hipart_jax import train
+from hipart_jax.models import decoding
+from hipart_jax.models import msst as msst_lib
+from hipart_jax.models import pipeline
+
+LEVELS = stages.LEVELS
+
+
+class Strided(collections.abc.Sequence):
+  """Every `stride`-th example of a random-access source: an evenly spread subset."""
+
+  def __init__(self, source: Sequence[Any], stride: int):
+    if stride < 1:
+      raise ValueError(f'stride must be >= 1, got {stride}')
+    self._source, self._stride = source, stride
+
+  def __len__(self) -> int:
+    return -(-len(self._source) // self._stride)
+
+  def __getitem__(self, index: int) -> Any:
+    if not -len(self) <= index < len(self):
+      raise IndexError(index)
+    return self._source[(index % len(self)) * self._stride]
+
+  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+    return input_pipeline.read_examples(self._source, [int(i) * self._stride
+                                                       for i in indices])
+
+
+EvalState = collections.namedtuple('EvalState', ['params', 'collections'])
+
+
+class HiARMEval:
+  """HiARM evaluation with one greedy generation per batch.
+
+  Teacher-forced cross-entropy and token accuracy (`HiARMStage.loss_fn`), then the
+  generated tokens: their accuracy against the tokenizer's tokens of the ground truth,
+  and the error of their decoded hierarchy per level (`stages.pixel_and_mm_errors`).
+  """
+
+  def __init__(self, stage: stages.HiARMStage):
+    self.stage = stage
+
+  def eval_metrics(self, variables, batch):
+    stage, params = self.stage, variables['params']
+    loss, (out, _) = stage.loss_fn(params, variables, batch, jax.random.key(0), False)
+    out = dict(out, loss=loss)
+    generated = decoding.generate(stage.model, params, batch['inputs_2d'],
+                                  batch['inputs_confidence'], jax.random.key(0))
+    sparse_ids, dense_ids = generated['sparse_ids'][:, 0], generated['dense_ids'][:, 0]
+    for level, ids, target in zip(('sparse', 'dense'), (sparse_ids, dense_ids),
+                                  stage.targets(variables, batch)):
+      correct = (ids == target).mean(-1)  # [B]
+      out[f'generated_{level}_token_accuracy'] = losses.masked_mean(correct, batch['valid'])
+    recon = stage.msst.apply(variables['frozen_msst'], sparse_ids, dense_ids,
+                             method=msst_lib.MSST.decode)
+    for level in LEVELS:
+      pixels, mm = stages.pixel_and_mm_errors(recon[level], batch, level)
+      out[f'generated_{level}_px'] = pixels
+      out[f'generated_{level}_mm_equivalent'] = mm
+    return out
+
+
+def evaluate_levels(stage: Any, variables: Mapping[str, Any], source: Sequence[Any],
+                    hierarchy: Any, config: ml_collections.ConfigDict,
+                    levels: Sequence[str], *, seed: int) -> dict[str, dict[str, float]]:
+  """{occlusion level: `stage.eval_metrics` averaged over the source}, via the trainer's
+  eval step. Occlusion hides input joints and so also moves the model frame, which
+  every ground-truth level shares (`input_pipeline.eval_batches`)."""
+  state = EvalState(variables['params'],
+                    {k: v for k, v in variables.items() if k != 'params'})
+  eval_step = train.parallelize(train.make_eval_step(stage))
+  out = {}
+  for level in levels:
+    batches = input_pipeline.eval_batches(
+        source, hierarchy, config.dataset, global_batch_size=config.eval_batch_size,
+        num_local_devices=1, occlusion=level, seed=seed)
+    out[level] = train.finalize_eval(eval_step(state, batch) for batch in batches)
+    logging.info('occlusion %s: %s', level, out[level])
+  return out
+
+
+def evaluate_msst(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                  source: Sequence[Any], hierarchy: Any, levels: Sequence[str], *,
+                  seed: int) -> dict[str, dict[str, float]]:
+  """{occlusion level: MSST metrics} of the trained tokenizer, ground truth in the frame
+  of the (occluded) input: the frames HiARM's targets are tokenized in."""
+  variables, _ = checkpoints.restore_params(workdir, expected_stage='msst')
+  return evaluate_levels(stages.MSSTStage(config, hierarchy), variables, source, hierarchy,
+                         config, levels, seed=seed)
+
+
+def evaluate_hiarm(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                   source: Sequence[Any], hierarchy: Any, levels: Sequence[str], *,
+                   seed: int, timing_calls: int) -> dict[str, Any]:
+  """{occlusion level: metrics} of one trained HiARM, its 'decoding_steps' and, when
+  timing_calls > 0, 'generation_s_per_batch' (mean of that many calls after a warm-up)
+  and 'generation_batch_size'."""
+  stage = stages.HiARMStage(config, hierarchy)
+  variables, _ = checkpoints.restore_params(workdir, expected_stage='hiarm')
+  out = evaluate_levels(HiARMEval(stage), variables, source, hierarchy, config, levels,
+                        seed=seed)
+  out['decoding_steps'] = len(stage.model.decoding_order.groups)
+  if timing_calls > 0:  # Greedy generation of one evaluation batch, compiled, then timed.
+    first = next(input_pipeline.eval_batches(
+        source, hierarchy, config.dataset, global_batch_size=config.eval_batch_size,
+        num_local_devices=1))
+    inputs = [jax.numpy.asarray(first[key][0]) for key in ('inputs_2d', 'inputs_confidence')]
+    generate = lambda: decoding.generate(stage.model, variables['params'], *inputs,
+                                         jax.random.key(0))
+    jax.block_until_ready(generate())
+    start = time.perf_counter()
+    for _ in range(timing_calls):
+      jax.block_until_ready(generate())
+    out['generation_s_per_batch'] = (time.perf_counter() - start) / timing_calls
+    out['generation_batch_size'] = int(inputs[0].shape[0])
+  return out
+
+
+# Hierarchies a lifter can be fed: the HiARM generation it is trained on, the tokenizer's
+# reconstruction of the ground truth (tokenization error only), the ground truth.
+FEEDS = ('generated', 'tokenized_truth', 'truth')
+
+
+class LifterFeeds:
+  """MPJPE (mm) of the HiPART lifter and of the oracle lifter fed each of `FEEDS`.
+
+  `eval_metrics(variables, batch)` takes the HiPART lifter's variables ({'params',
+  'frozen_msst', 'frozen_hiarm'}); the oracle lifter's parameters are fixed here.
+  """
+
+  def __init__(self, model: pipeline.HiPART, oracle: pipeline.HiPART,
+               oracle_params: Any):
+    self.model, self.oracle, self.oracle_params = model, oracle, oracle_params
+
+  def eval_metrics(self, variables, batch):
+    model = self.model
+    inputs, confidence = batch['inputs_2d'], batch['inputs_confidence']
+    truth = {level: batch[f'{level}_2d'] for level in LEVELS}
+    ids = model.msst.apply(variables['frozen_msst'], *truth.values(),
+                           method=msst_lib.MSST.encode)
+    hierarchies = dict(
+        generated=jax.tree.map(lambda x: x[:, 0], stages.generate_hierarchy(
+            model.msst, model.hiarm, variables, inputs, confidence, jax.random.key(0))),
+        tokenized_truth=model.msst.apply(variables['frozen_msst'], *ids,
+                                         method=msst_lib.MSST.decode),
+        truth=truth)
+    lifters = dict(hipart=(model.lifter, variables['params']),
+                   oracle=(self.oracle.lifter, self.oracle_params))
+    out = {}
+    for lifter_name, (lifter, params) in lifters.items():
+      for feed, hierarchy_2d in hierarchies.items():
+        pred = lifter.apply({'params': params}, inputs, confidence, hierarchy_2d)
+        out[f'{lifter_name}_lifter/{feed}'] = losses.masked_mean(
+            metrics.mpjpe(pred, batch['sparse_3d']), batch['valid'])
+    return out
+
+
+def diagnose_lifters(hipart_workdir: pathlib.Path, oracle_workdir: pathlib.Path,
+                     config: ml_collections.ConfigDict, source: Sequence[Any],
+                     hierarchy: Any, levels: Sequence[str], *,
+                     seed: int) -> dict[str, dict[str, float]]:
+  """{occlusion level: {'<hipart|oracle>_lifter/<feed>': MPJPE mm}} (see `LifterFeeds`)."""
+  model, variables, _ = pipeline.load_pipeline(str(hipart_workdir))
+  oracle, oracle_variables, _ = pipeline.load_pipeline(str(oracle_workdir))
+  feeds = LifterFeeds(model, oracle, oracle_variables['params'])
+  return evaluate_levels(feeds, variables, source, hierarchy, config, levels, seed=seed)

@@ -1,0 +1,163 @@
+"""Smoke runs of the benchmark scripts: each emits valid JSON with every promised key.
+
+No timing is asserted (the values of a smoke run mean nothing); the checks are that the
+scripts run end to end on tiny models and report what BENCHMARKS.md reads.
+"""
+
+import json
+import math
+
+from absl import flags
+import numpy as np
+import pytest
+
+from bench import common
+from bench import decoding
+from bench import inference
+from bench import roofline
+from bench import training
+
+FLAGS = flags.FLAGS
+
+MACHINE_KEYS = {'date', 'cpu_model', 'cpu_cores', 'jax', 'backend', 'device', 'num_devices'}
+
+
+def run_main(module, tmp_path, *extra):
+  """Runs `module.main` with --smoke and returns the JSON it wrote."""
+  output = tmp_path / f'{module.__name__.split(".")[-1]}.json'
+  FLAGS.unparse_flags()
+  FLAGS(['bench', '--smoke', f'--output={output}', *extra])
+  try:
+    module.main(['bench'])
+  finally:
+    FLAGS.unparse_flags()
+  return json.loads(output.read_text())
+
+
+def assert_finite_positive(row, keys):
+  for key in keys:
+    value = row[key]
+    assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, row)
+
+
+def check_roofline(report):
+  assert MACHINE_KEYS <= set(report['machine'])
+  rf = report['roofline']
+  assert set(rf['peak_flops_per_s']) == set(roofline.DTYPES)
+  assert {(r['dtype'], r['size']) for r in rf['matmul']} == {
+      (d, s) for d in roofline.DTYPES for s in roofline.SMOKE_SIZES}
+  assert_finite_positive(rf, ['bandwidth_bytes_per_s', 'ridge_flops_per_byte'])
+  for row in rf['matmul']:
+    assert_finite_positive(row, ['seconds', 'gflops_per_s'])
+
+
+def test_roofline(tmp_path):
+  check_roofline(run_main(roofline, tmp_path))
+
+
+def test_inference(tmp_path):
+  report = run_main(inference, tmp_path)
+  check_roofline(report)
+  rows = report['results']
+  assert [(r['batch_size'], r['function']) for r in rows] == [
+      (b, f) for b in inference.SMOKE_BATCH_SIZES for f in ('pipeline',) + inference.STAGES]
+  for row in rows:
+    assert_finite_positive(row, ['seconds', 'poses_per_s', 'compile_s', 'flops',
+                                 'efficiency', 'peak_memory_bytes', 'share_of_pipeline'])
+  pipeline_row = rows[0]
+  assert pipeline_row['share_of_pipeline'] == 1.0
+  # The scan correction counts every decoding step: more FLOPs than one step's worth.
+  generation = rows[1]
+  assert generation['flops'] > report['config']['num_decoding_steps'] * 1000
+  assert set(report['config']['parameters']) == {'msst', 'hiarm', 'lifter'}
+
+
+def test_decoding(tmp_path):
+  report = run_main(decoding, tmp_path)
+  check_roofline(report)
+  rows = report['results']
+  assert [r['ordering'] for r in rows] == list(decoding.SMOKE_ORDERINGS)
+  by_name = {r['ordering']: r for r in rows}
+  assert by_name['raster']['speedup_vs_raster'] == 1.0
+  assert by_name['raster']['num_steps'] == 65
+  assert by_name['hierarchical']['num_steps'] < by_name['raster']['num_steps']
+  for row in rows:
+    assert_finite_positive(row, ['seconds', 'poses_per_s', 'flops', 'efficiency',
+                                 'speedup_vs_raster', 'recompute_seconds',
+                                 'recompute_flops', 'cache_speedup'])
+    # Recomputing the prefix does more work than the cached step.
+    assert row['recompute_flops'] > row['flops']
+
+
+def test_scan_corrected_flops():
+  assert common.scan_corrected_flops(10.0, 3.0, 4) == 19.0
+  assert common.scan_corrected_flops(10.0, 3.0, 1) == 10.0
+
+
+def test_format_table_aligns_columns():
+  table = common.format_table([dict(a=1, b=0.5), dict(a=100)], ['a', 'b'], 'T')
+  lines = table.splitlines()
+  assert lines[0] == 'T'
+  assert len({len(line) for line in lines[1:]}) == 1
+  assert lines[-1].split() == ['100']
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_write_json_rejects_non_finite(bad):
+  with pytest.raises(ValueError):
+    common.write_json({'x': bad}, None)
+
+
+def test_training(tmp_path):
+  report = run_main(training, tmp_path, f'--data_dir={tmp_path / "tfds"}')
+  check_roofline(report)
+  steps = report['train_steps']
+  assert [r['stage'] for r in steps] == list(training.SMOKE_STAGES)
+  for row in steps:
+    assert_finite_positive(row, ['seconds', 'steps_per_s', 'examples_per_s', 'compile_s',
+                                 'flops', 'efficiency', 'peak_memory_bytes', 'parameters'])
+  host = report['host_pipeline']
+  assert [r['stage'] for r in host] == list(training.SMOKE_STAGES)
+  for row in host:
+    assert row['dataset'] == training.SMOKE_DATASET
+    assert_finite_positive(row, ['read_s', 'stack_s', 'total_s', 'host_batches_per_s',
+                                 'step_batches_per_s', 'host_margin', 'fed_steps_per_s'])
+  scaling = report['weak_scaling']
+  assert [r['devices'] for r in scaling] == list(training.SMOKE_SCALING_DEVICES)
+  assert [r['global_batch'] for r in scaling] == [
+      2 * d for d in training.SMOKE_SCALING_DEVICES]
+  for row in scaling:
+    assert_finite_positive(row, ['steps_per_s', 'examples_per_s', 'relative_steps_per_s'])
+
+
+def test_example_cache_gives_the_uncached_batches_and_reads_once():
+  """The input pipeline's ExampleCache (a speed-up of bench/training.py's host figures)."""
+  import fake_examples  # pylint: disable=g-import-not-at-top
+  from hipart_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from hipart_jax import skeleton  # pylint: disable=g-import-not-at-top
+
+  class CountingSource(list):
+    reads = 0
+
+    def __getitem__(self, index):
+      CountingSource.reads += 1
+      return super().__getitem__(index)
+
+  hierarchy = skeleton.default_hierarchy()
+  source = CountingSource(fake_examples.fake_examples(11, hierarchy, seed=0))
+  batches = {}
+  for cache_max in (0, 100):
+    config = input_pipeline.default_data_config()
+    config.cache_max_examples = cache_max
+    pipeline = input_pipeline.TrainBatches(source, hierarchy, config, global_batch_size=4,
+                                           num_local_devices=2, seed=3)
+    CountingSource.reads = 0
+    batches[cache_max] = [pipeline.batch(step) for step in range(9)]  # Over 3 epochs.
+    if cache_max:
+      assert CountingSource.reads == len(source)
+    else:
+      assert CountingSource.reads == 9 * 4
+  for uncached, cached in zip(batches[0], batches[100]):
+    assert uncached.keys() == cached.keys()
+    for key in uncached:
+      np.testing.assert_array_equal(uncached[key], cached[key], err_msg=key)
