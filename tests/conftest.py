@@ -7,10 +7,11 @@ import jax
 import pytest
 
 # Tests compile many programs that differ only by Python closure identity (each train run
-# builds its own step functions); a persistent compilation cache shared by the session's
-# workers lets identical HLO compile once.
+# builds its own step functions); a compilation cache shared by this run's xdist workers
+# lets identical HLO compile once. One directory per run, so every run starts cold.
+_RUN_ID = os.environ.get('PYTEST_XDIST_TESTRUNUID', str(os.getpid()))
 _CACHE_DIR = os.environ.get('HIPART_TEST_COMPILATION_CACHE',
-                            f'/tmp/hipart_test_jax_cache_{os.getuid()}')
+                            f'/tmp/hipart_test_jax_cache_{_RUN_ID}')
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
