@@ -1,18 +1,23 @@
 """The catalogue of bad keypoint inputs and the exact outcome of each.
 
 Every case either raises `KeypointFileError` whose message names the file, the field and
-the problem, or is read with the documented mask (keypoint_io's module docstring).
+the problem, or is read with the documented mask (keypoint_io's module docstring). The
+last section covers the checkpoints `launch/infer.py` refuses, with their exact message.
 """
 
 import json
 import logging
 import re
 
+from absl import flags
 import numpy as np
 import pytest
 
+import pipeline_fixture
+from hipart_jax import checkpoints
 from hipart_jax import keypoint_io
 from hipart_jax import skeleton
+from launch import infer
 
 SIZE = (640, 480)
 _POSE = np.array([[320 + 4 * j, 200 + 6 * j] for j in range(17)], np.float64)  # COCO-17 px
@@ -350,3 +355,31 @@ def test_requested_openpose_for_coco_results(tmp_path):
 def test_requested_halpe_for_coco_results(tmp_path):
   _raises(_json(tmp_path / 'r.json', [_coco()]), 'detection 0 (image_id 0) keypoints',
           r'has 51 values, expected 78 \(halpe26\)', format='halpe', image_size=SIZE)
+
+
+# ---- Checkpoints launch/infer.py refuses: one line, exactly.
+
+
+def _infer_error(checkpoint, tmp_path):
+  """The SystemExit message of `python -m launch.infer` (flags, main) on a good input."""
+  flag_values = flags.FlagValues()
+  infer.define_flags(flag_values)
+  flag_values(['infer', f'--checkpoint={checkpoint}', f'--input={_npz(tmp_path / "x.npz")}',
+               f'--output={tmp_path / "out.npz"}'])
+  with pytest.raises(SystemExit) as info:
+    infer.main(['infer'], flag_values)
+  assert not (tmp_path / 'out.npz').exists()
+  return info.value.code
+
+
+def test_checkpoint_directory_that_does_not_exist(tmp_path):
+  missing = tmp_path / 'no_such_run'
+  assert _infer_error(missing, tmp_path) == (
+      f"infer: error: --checkpoint: checkpoint directory '{missing}' does not exist")
+
+
+def test_checkpoint_of_another_stage(tiny_pipeline, tmp_path):
+  msst = tiny_pipeline['msst'] / checkpoints.CHECKPOINT_SUBDIR
+  assert _infer_error(tiny_pipeline['msst'], tmp_path) == (
+      f"infer: error: --checkpoint: checkpoint '{msst}' step {pipeline_fixture.MSST_STEPS} "
+      "holds stage 'msst', expected stage 'lifter'")

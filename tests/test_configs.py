@@ -238,6 +238,10 @@ def test_best_metrics_are_evaluated(monkeypatch):
     assert config.best_metric in names[config.stage], (name, config.best_metric)
 
 
+@pytest.mark.skipif(
+    not os.environ.get('HIPART_SLOW_TESTS'),
+    reason='trains and evaluates eight runs in a subprocess (about a minute of CPU); '
+           'set HIPART_SLOW_TESTS=1 to run it')
 def test_cmu_accuracy_smoke(tmp_path):
   """The benchmark's whole path (build, train, evaluate, report) on the dummy clips."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
