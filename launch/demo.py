@@ -39,10 +39,6 @@ from launch.configs import synthetic_hiarm
 from launch.configs import synthetic_lifter
 from launch.configs import synthetic_msst
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'launch/configs/demo.py', 'Demo config (launch/configs/demo.py).')
-_WORKDIR = flags.DEFINE_string('workdir', '/tmp/hipart_demo', 'Output directory.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: TFDS).')
 
 
 def stage_configs(demo: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -211,15 +207,13 @@ def plot_inference(inference, workdir: pathlib.Path) -> list[str]:
   return [name]
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  quiet_logs.install()
-  demo = _CONFIG.value
-  workdir = pathlib.Path(_WORKDIR.value)
+def run(demo: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+        data_dir: str | None = None) -> str:
+  """Trains, evaluates, infers and writes the report; returns the report's markdown."""
+  workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  runs = stage_configs(demo, workdir, _DATA_DIR.value)
+  runs = stage_configs(demo, workdir, data_dir)
   seconds = train_all(runs, workdir)
   results = evaluate_all(demo, runs, workdir)
   inference = infer_examples(demo, runs, workdir)
@@ -230,9 +224,23 @@ def main(argv):
   (workdir / 'report.json').write_text(json.dumps(
       {'results': results, 'seconds': seconds, 'config': demo.to_dict()}, indent=1,
       default=str))
+  return report
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  quiet_logs.install()
+  report = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.data_dir)
   print(report)
-  print(f'Report written to {workdir / "report.md"}')
+  print(f'Report written to {pathlib.Path(flags.FLAGS.workdir) / "report.md"}')
 
 
 if __name__ == '__main__':
+  # Flags are defined here, not at import, so the library functions above can be
+  # imported beside other absl programs (tests, benchmarks) without flag clashes.
+  config_flags.DEFINE_config_file('config', 'launch/configs/demo.py',
+                                  'Demo config (launch/configs/demo.py).')
+  flags.DEFINE_string('workdir', '/tmp/hipart_demo', 'Output directory.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: TFDS).')
   app.run(main)

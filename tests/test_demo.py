@@ -2,22 +2,17 @@
 
 import json
 
-from absl import flags
-from absl.testing import flagsaver
 import pytest
 
 from launch import demo
+from launch.configs import demo as demo_config
 
 
 @pytest.fixture(scope='module')
 def smoke_report(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('demo')
-  data_dir = tmp_path_factory.mktemp('tfds')
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS(['demo'])
-  with flagsaver.flagsaver(workdir=str(workdir), data_dir=str(data_dir)):
-    flags.FLAGS['config'].parse('launch/configs/demo.py:smoke')
-    demo.main(['demo'])
+  demo.run(demo_config.get_config('smoke'), workdir,
+           data_dir=str(tmp_path_factory.mktemp('tfds')))
   return workdir
 
 
