@@ -21,41 +21,41 @@ r"""HiPART's accuracy on real motion: the shared CMU mocap clips (`cmu_mocap/sha
    (c) lifters: MPJPE, P-MPJPE and MPJPE on the occluded joints per occlusion level
        (`evaluation.robustness_table`, through `launch.demo.evaluate_all`), on every
        test example;
+   (d) a diagnosis: the HiPART and oracle lifters fed the generated hierarchy, the
+       tokenizer's reconstruction of the ground truth and the ground truth itself
+       (`stage_evals.diagnose_lifters`), and the HiARM the lifter reads on training
+       examples;
    as `<workdir>/cmu_accuracy.json` and markdown tables (`cmu_accuracy.md`, printed).
-   (a), (b) and the training-time evaluations read every `eval_stride`-th test example
-   (HiARM generation is the slow part on a CPU).
+   (a), (b), (d) and the training-time evaluations read every `eval_stride`-th test
+   example (HiARM generation is the slow part on a CPU).
 
 Model sizes are the small synthetic ones (launch/configs/synthetic_*.py: tokenizer,
 HiARM and lifter with their loss, optimizer and batch settings), not the paper-scale
-cmu_*.py models, so that the benchmark fits a shared 2-core CPU; the data, splits and
-augmentation are those of launch/configs/cmu_*.py. The default step counts were chosen
-from measured rates on such a machine (see BENCHMARKS.md); they are short runs.
+cmu_*.py models, and the default step counts are short, so that the whole benchmark
+takes about an hour of a busy 2-core CPU (measured rates in BENCHMARKS.md); the data,
+splits and augmentation are those of launch/configs/cmu_*.py.
 
-`--smoke` runs everything for one step with tiny models on the builder's `dummy_data`
-(invented motions in the real file formats), built into its own data directory under
-`--workdir` so it never mixes with a real build.
-
-`--workdir` and `--data_dir` are launch.demo's flags (this script reuses its evaluation
-code); its `--config` flag is not used here.
+`--smoke` (bench.common's flag) runs everything for one step with tiny models on the
+builder's `dummy_data` (invented motions in the real file formats), built into its own
+data directory under `--workdir` so it never mixes with a real build. `--output` (also
+bench.common's) writes a copy of the JSON report.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import platform
 import time
 from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bench import common
 from bench import stage_evals
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
@@ -83,6 +83,11 @@ LEVELS = stages.LEVELS
 # `--smoke` compares two orderings unless --orderings is given.
 SMOKE_ORDERINGS = (LIFTER_ORDERING, 'raster')
 
+_WORKDIR = flags.DEFINE_string('workdir', '/tmp/hipart_cmu_accuracy',
+                               'Run directories, dataset build (smoke) and the report.')
+# bench/training.py defines a data_dir flag of the same meaning: either may come first.
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory (built there if '
+                                'missing; default: the TFDS default).', allow_override=True)
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', str(SHARED_CLIPS_DIR),
                                   'CMU clips (asf_amc/, bvh/): the TFDS manual_dir.')
 _STEPS_MSST = flags.DEFINE_integer('steps_msst', 400, 'MSST training steps.')
@@ -90,8 +95,6 @@ _STEPS_HIARM = flags.DEFINE_integer('steps_hiarm', 200, 'Training steps of each 
 _STEPS_LIFTER = flags.DEFINE_integer('steps_lifter', 400, 'Training steps of each lifter.')
 _ORDERINGS = flags.DEFINE_list('orderings', list(orderings.ORDERING_NAMES),
                                'HiARM orderings to compare (each is its own run).')
-_SMOKE = flags.DEFINE_bool('smoke', False, 'One step per run with tiny models on the '
-                           'builder\'s dummy data: checks that everything runs and reports.')
 
 
 def settings(*, smoke: bool, steps_msst: int, steps_hiarm: int, steps_lifter: int,
@@ -252,17 +255,6 @@ def _fmt(value: Any, digits: int = 1) -> str:
   return f'{value:.{digits}f}'
 
 
-def _plain(value: Any) -> Any:
-  """A JSON-compatible copy (numpy scalars and arrays → Python numbers and lists)."""
-  if isinstance(value, Mapping):
-    return {str(k): _plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
-  if isinstance(value, (np.generic, np.ndarray)):
-    return value.tolist()
-  return value
-
-
 def report_markdown(report: Mapping[str, Any]) -> str:
   """Markdown tables (a) MSST, (b) HiARM per ordering, (c) lifters."""
   s = report['settings']
@@ -403,9 +395,7 @@ def run(workdir: pathlib.Path, data_dir: str | None, manual_dir: str | pathlib.P
                             batch_size=config.batch_size)
   return dict(
       settings=s.to_dict(),
-      machine=dict(cpu_cores=os.cpu_count(), load_average=list(os.getloadavg()),
-                   python=platform.python_version(), jax=jax.__version__,
-                   backend=jax.default_backend()),
+      machine=common.machine_info(),
       dataset=dict(name=data_config.name, data_dir=data_dir, manual_dir=str(manual_dir),
                    train_examples=len(train_source), test_examples=len(source),
                    eval_subset_examples=len(subset),
@@ -427,24 +417,25 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   quiet_logs.install()
-  workdir = pathlib.Path(flags.FLAGS.workdir)
-  smoke = _SMOKE.value
+  workdir = pathlib.Path(_WORKDIR.value)
+  smoke = common.SMOKE.value
   orderings_ = _ORDERINGS.value
   if smoke and not flags.FLAGS['orderings'].present:
     orderings_ = SMOKE_ORDERINGS
   s = settings(smoke=smoke, steps_msst=_STEPS_MSST.value, steps_hiarm=_STEPS_HIARM.value,
                steps_lifter=_STEPS_LIFTER.value, orderings_=orderings_)
-  data_dir, manual_dir = flags.FLAGS.data_dir, _MANUAL_DIR.value
+  data_dir, manual_dir = _DATA_DIR.value, _MANUAL_DIR.value
   if smoke:  # The dummy clips, in a data_dir of their own.
     data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
   report = run(workdir, data_dir, manual_dir, s)
   text = report_markdown(report)
-  (workdir / 'cmu_accuracy.json').write_text(json.dumps(_plain(report), indent=1))
+  common.write_json(report, str(workdir / 'cmu_accuracy.json'))
   (workdir / 'cmu_accuracy.md').write_text(text)
   print(text)
   print(f'Report written to {workdir / "cmu_accuracy.json"} and cmu_accuracy.md')
+  if common.OUTPUT.value:
+    common.write_json(report, common.OUTPUT.value)
 
 
 if __name__ == '__main__':
-  flags.FLAGS.set_default('workdir', '/tmp/hipart_cmu_accuracy')
   app.run(main)

@@ -39,6 +39,8 @@ SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny sizes and one repeat: checks tha
                           'script runs and emits every key, in seconds (no timing value).')
 OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON report to this file.')
 REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats per measurement (best kept).')
+DOT_CEILING = flags.DEFINE_bool('dot_ceiling', True, 'Time every matrix product of the '
+                                 'compiled programs alone (efficiency_ceiling columns).')
 CONFIG = flags.DEFINE_string(
     'config', 'synthetic', 'Config prefix: model sizes and batch sizes from '
     'launch/configs/<prefix>_{msst,hiarm,lifter}.py.')
@@ -158,7 +160,8 @@ def compile_stats(jitted: Any, *args, compiler_options: Mapping[str, Any] | None
 
   Returns:
     compiled: the executable; compile_s: lowering + compilation seconds;
-    flops: XLA's FLOP count (while-loop bodies counted once, see the module doc);
+    flops, xla_flops: XLA's FLOP count (while-loop bodies counted once, see the module
+      doc); callers correct `flops` for loops and keep `xla_flops`;
     bytes_accessed: XLA's estimate of memory traffic;
     peak_memory_bytes: arguments + outputs + temporaries - aliased (XLA's buffer
       assignment; on GPU/TPU the allocator's peak is reported beside it).
@@ -173,6 +176,7 @@ def compile_stats(jitted: Any, *args, compiler_options: Mapping[str, Any] | None
     peak = int(memory.argument_size_in_bytes + memory.output_size_in_bytes
                + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
   return dict(compiled=compiled, compile_s=compile_s, flops=float(cost.get('flops', 0.0)),
+              xla_flops=float(cost.get('flops', 0.0)),
               bytes_accessed=float(cost.get('bytes accessed', 0.0)),
               peak_memory_bytes=peak)
 

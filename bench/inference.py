@@ -114,7 +114,9 @@ def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: floa
         gflops_per_s=stats[name]['flops'] / seconds / 1e9,
         efficiency=common.efficiency(stats[name]['flops'], seconds, peak),
         peak_memory_bytes=stats[name]['peak_memory_bytes'],
-        share_of_pipeline=seconds / timings['pipeline']['best_s']))
+        share_of_pipeline=seconds / timings['pipeline']['best_s'],
+        **roofline_lib.ceiling_fields(stats[name], peak,
+                                      enabled=not smoke and common.DOT_CEILING.value)))
   return rows
 
 
@@ -147,8 +149,8 @@ def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: b
 
 def tables(report: dict[str, Any]) -> list[str]:
   columns = ['batch_size', 'function', 'seconds', 'poses_per_s', 'compile_s',
-             'flops_per_pose', 'gflops_per_s', 'efficiency', 'share_of_pipeline',
-             'peak_memory_bytes']
+             'flops_per_pose', 'gflops_per_s', 'efficiency', 'efficiency_ceiling',
+             'share_of_pipeline', 'peak_memory_bytes']
   return [roofline_lib.roofline_table(report['roofline']),
           common.format_table(report['results'], columns,
                               'HiPART inference (pipeline = generation + decode + lift)')]

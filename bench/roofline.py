@@ -11,12 +11,14 @@ it are measured under the same conditions (load, thread count, device).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bench import common
 
@@ -88,6 +90,91 @@ def measure_roofline(sizes: Sequence[int] | None = None, dtypes: Sequence[str] =
   bandwidth = _bandwidth(bandwidth_elements, repeats, min_time)
   return dict(matmul=rows, peak_flops_per_s=peaks, bandwidth_bytes_per_s=bandwidth,
               ridge_flops_per_byte=peaks.get('float32', 0.0) / bandwidth)
+
+
+# --------------------------------------------------------------------------------------
+# The matrix products of a compiled program: an efficiency ceiling.
+
+_INSTRUCTION = re.compile(r'%([\w.-]+) = (\w+)\[([\d,]*)\]')
+_DOT = re.compile(r'%[\w.-]+ = \w+\[([\d,]*)\]\S* dot\(%([\w.-]+), %([\w.-]+)\)(.*)')
+_DIMS = re.compile(r'(lhs_batch_dims|rhs_batch_dims|lhs_contracting_dims|'
+                   r'rhs_contracting_dims)=\{([\d,]*)\}')
+
+
+def hlo_dots(hlo_text: str) -> list[dict[str, Any]]:
+  """The dot products of an optimized HLO module.
+
+  Returns:
+    [{'lhs', 'rhs': operand shapes, 'dimension_numbers': for `lax.dot_general`,
+    'flops'}]; a dot inside a loop body is listed once (as XLA's cost analysis counts).
+  """
+  shapes = {}
+  for name, _, dims in _INSTRUCTION.findall(hlo_text):
+    shapes[name] = tuple(int(d) for d in dims.split(',') if d)
+  dots = []
+  for out, lhs, rhs, rest in _DOT.findall(hlo_text):
+    numbers = {key: tuple(int(d) for d in value.split(',') if d)
+               for key, value in _DIMS.findall(rest)}
+    lhs_shape, rhs_shape = shapes[lhs], shapes[rhs]
+    contracted = int(np.prod([lhs_shape[d] for d in numbers.get('lhs_contracting_dims', ())]))
+    out_size = int(np.prod([int(d) for d in out.split(',') if d]))
+    get = lambda key: numbers.get(key, ())
+    dimension_numbers = ((get('lhs_contracting_dims'), get('rhs_contracting_dims')),
+                         (get('lhs_batch_dims'), get('rhs_batch_dims')))
+    dots.append(dict(lhs=lhs_shape, rhs=rhs_shape, flops=2.0 * out_size * contracted,
+                     dimension_numbers=dimension_numbers))
+  return dots
+
+
+def ceiling_fields(stats: Mapping[str, Any], peak_flops_per_s: float, *,
+                   enabled: bool) -> dict[str, float | None]:
+  """Row fields from `dot_ceiling` of a `compile_stats` result (None when disabled).
+
+  efficiency_ceiling: XLA's FLOPs ÷ the dots' isolated time ÷ peak (both count a loop
+  body once); dot_flops_fraction: the share of XLA's FLOPs done by dots.
+  """
+  if not enabled:
+    return dict(efficiency_ceiling=None, dot_flops_fraction=None, dot_efficiency=None)
+  ceiling = dot_ceiling(stats['compiled'].as_text(), peak_flops_per_s)
+  return dict(
+      efficiency_ceiling=common.efficiency(stats['xla_flops'], ceiling['dot_seconds'],
+                                           peak_flops_per_s),
+      dot_flops_fraction=ceiling['dot_flops'] / max(stats['xla_flops'], 1.0),
+      dot_efficiency=ceiling['dot_efficiency'])
+
+
+def dot_ceiling(hlo_text: str, peak_flops_per_s: float, *, repeats: int = 3,
+                min_time: float = 0.05) -> dict[str, float]:
+  """How fast the program's matrix products alone run: an upper bound on its efficiency.
+
+  Every dot of the optimized HLO is timed on its own (float32, its exact shapes and
+  dimension numbers, best of `repeats`). If everything else in the program were free,
+  it would take `dot_seconds`; so FLOPs / dot_seconds / peak bounds the achievable
+  efficiency from above, whatever is done to fusions, layouts or elementwise work.
+
+  Returns:
+    {'num_dots', 'dot_flops', 'dot_seconds', 'dot_efficiency' (the products' own
+     FLOP/s ÷ peak)}.
+  """
+  timings = {}
+  total_flops = total_seconds = 0.0
+  dots = hlo_dots(hlo_text)
+  for dot in dots:
+    key = (dot['lhs'], dot['rhs'], dot['dimension_numbers'])
+    if key not in timings:
+      lhs = jnp.ones(dot['lhs'], jnp.float32)
+      rhs = jnp.ones(dot['rhs'], jnp.float32)
+      fn = jax.jit(lambda a, b, n=dot['dimension_numbers']: jax.lax.dot_general(a, b, n))
+      timings[key] = common.time_call(lambda f=fn, a=lhs, b=rhs: f(a, b),
+                                      repeats=repeats, min_time=min_time)['best_s']
+    total_flops += dot['flops']
+    total_seconds += timings[key]
+  return dict(num_dots=len(dots), dot_flops=total_flops,
+              dot_seconds=total_seconds,
+              dot_efficiency=common.efficiency(total_flops, total_seconds, peak_flops_per_s))
+
+
+# --------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,10 +11,11 @@ r"""Training speed: one train step per stage, the host input pipeline, weak scal
    checkpoints in a temporary directory, so the stages load them as in a real run.
 2. Host input pipeline. `input_pipeline.TrainBatches` over the TFDS `synthetic_poses`
    source named by the stage config (`tfds.data_source`, array_record), with each stage's
-   augmentation: batches/s without prefetching, split into reading (TFDS
-   deserialization), stacking and augmentation + model frame; then the end-to-end rate
-   of the train step fed by the prefetching iterator, as in `train.train_and_evaluate`.
-   host_margin = host batches/s ÷ step rate: below 1 the host is the bottleneck.
+   augmentation: seconds per batch of the first epoch, split into reading (TFDS
+   decoding), stacking and augmentation + model frame, and of later epochs (examples
+   from the warm `ExampleCache`); then the train step fed by the prefetching iterator,
+   as in `train.train_and_evaluate`. host_margin = host batches/s ÷ step rate: below 1
+   the host is the bottleneck.
 3. Weak scaling. Subprocesses with `XLA_FLAGS=--xla_force_host_platform_device_count=N`
    run one stage's step at a fixed per-device batch; steps/s for each N. Fake CPU
    devices share the machine's cores, so this checks the parallel code path and its
@@ -179,41 +180,55 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
              flops=cost['flops'], gflops_per_s=cost['flops'] / seconds / 1e9,
              efficiency=common.efficiency(cost['flops'], seconds, peak),
              peak_memory_bytes=cost['peak_memory_bytes'],
-             parameters=common.count_parameters(state.params))
+             parameters=common.count_parameters(state.params),
+             **roofline_lib.ceiling_fields(cost, peak,
+                                           enabled=not smoke and common.DOT_CEILING.value))
   return row, (config, stage, step, state)
 
 
-def _timed_batches(batches: input_pipeline.TrainBatches, source, data, hierarchy,
-                   num: int) -> dict[str, float]:
-  """Seconds per batch of each host phase, without prefetching."""
-  totals = dict(read_s=0.0, stack_s=0.0, total_s=0.0)
+def _host_phases(batches: input_pipeline.TrainBatches, source, data, hierarchy,
+                 num: int) -> dict[str, float]:
+  """Seconds per batch of each host phase of an uncached pipeline (the first epoch)."""
+  totals = dict(read_s=0.0, stack_s=0.0, augment_s=0.0)
   for step in range(num):
+    indices = batches.indices(step)
     start = time.perf_counter()
-    examples = input_pipeline.read_examples(source, batches.indices(step))
+    examples = input_pipeline.read_examples(source, indices)
     read = time.perf_counter()
-    input_pipeline.stack_examples(examples, data.input_source, hierarchy)
+    stacked = input_pipeline.stack_examples(examples, data.input_source, hierarchy)
+    stack = time.perf_counter()
+    batches.batch_from_stacked(step, indices, stacked)
     totals['read_s'] += read - start
-    totals['stack_s'] += time.perf_counter() - read
-  for step in range(num):
-    start = time.perf_counter()
-    batches.batch(step)
-    totals['total_s'] += time.perf_counter() - start
-  out = {key: value / num for key, value in totals.items()}
-  out['augment_and_frame_s'] = max(out['total_s'] - out['read_s'] - out['stack_s'], 0.0)
-  return out
+    totals['stack_s'] += stack - read
+    totals['augment_s'] += time.perf_counter() - stack
+  return {key: value / num for key, value in totals.items()}
 
 
 def measure_host(config, name: str, dataset: str | None, data_dir: str | None,
                  num_batches: int, step, state, step_seconds: float) -> dict[str, Any]:
-  """Host pipeline rate of one stage config, and the step fed by the real iterator."""
+  """Host pipeline rates of one stage config, and the step fed by the real iterator.
+
+  First epoch: read (TFDS decoding) + stack + augmentation/model frame, uncached. Later
+  epochs: batches from the warm `input_pipeline.ExampleCache`. Fed: the train step
+  driven by `TrainBatches.iterate` (prefetching thread, warm cache), as in the trainer.
+  """
   data = config.dataset
   data.name = dataset or data.name
   data.data_dir = data_dir
   source, hierarchy, _ = input_pipeline.load_source(data)
-  batches = input_pipeline.TrainBatches(source, hierarchy, data,
-                                        global_batch_size=config.batch_size,
-                                        num_local_devices=1, seed=0)
-  phases = _timed_batches(batches, source, data, hierarchy, num_batches)
+  layout = dict(global_batch_size=config.batch_size, num_local_devices=1, seed=0)
+  uncached = data.copy_and_resolve_references()
+  uncached.cache_max_examples = 0
+  phases = _host_phases(input_pipeline.TrainBatches(source, hierarchy, uncached, **layout),
+                        source, data, hierarchy, num_batches)
+  batches = input_pipeline.TrainBatches(source, hierarchy, data, **layout)
+  start = time.perf_counter()
+  batches.stacked(np.arange(len(source)))  # Fills the cache (one pass over the split).
+  fill_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for step_number in range(num_batches):
+    batches.batch(step_number)
+  cached_s = (time.perf_counter() - start) / num_batches
   iterator = batches.iterate(0)
   try:
     state, metrics = step(state, next(iterator))  # Starts the prefetching thread.
@@ -225,12 +240,15 @@ def measure_host(config, name: str, dataset: str | None, data_dir: str | None,
     fed_seconds = (time.perf_counter() - start) / num_batches
   finally:
     iterator.close()
-  host_rate = 1 / phases['total_s']
+  first_epoch_s = phases['read_s'] + phases['stack_s'] + phases['augment_s']
   return dict(stage=name, dataset=data.name, batch_size=config.batch_size,
-              examples=len(source), **phases, host_batches_per_s=host_rate,
-              host_examples_per_s=host_rate * config.batch_size,
+              examples=len(source), **phases,
+              first_epoch_batches_per_s=1 / first_epoch_s,
+              cache_fill_s=fill_s, cached_s=cached_s, host_batches_per_s=1 / cached_s,
+              host_examples_per_s=config.batch_size / cached_s,
               step_batches_per_s=1 / step_seconds,
-              host_margin=host_rate * step_seconds,
+              host_margin=step_seconds / cached_s,
+              first_epoch_host_margin=step_seconds / first_epoch_s,
               fed_steps_per_s=1 / fed_seconds,
               fed_slowdown=fed_seconds / step_seconds)
 
@@ -331,11 +349,13 @@ def tables(report: dict[str, Any]) -> list[str]:
       roofline_lib.roofline_table(report['roofline']),
       common.format_table(report['train_steps'],
                           ['stage', 'batch_size', 'seconds', 'steps_per_s', 'examples_per_s',
-                           'compile_s', 'gflops_per_s', 'efficiency', 'peak_memory_bytes'],
+                           'compile_s', 'gflops_per_s', 'efficiency', 'efficiency_ceiling',
+                           'dot_flops_fraction', 'peak_memory_bytes'],
                           'Train step (one device, donated state, fixed batch)'),
       common.format_table(report['host_pipeline'],
-                          ['stage', 'dataset', 'read_s', 'stack_s', 'augment_and_frame_s',
-                           'host_batches_per_s', 'step_batches_per_s', 'host_margin',
+                          ['stage', 'read_s', 'stack_s', 'augment_s',
+                           'first_epoch_batches_per_s', 'cached_s', 'host_batches_per_s',
+                           'step_batches_per_s', 'first_epoch_host_margin', 'host_margin',
                            'fed_steps_per_s', 'fed_slowdown'],
                           'Host input pipeline (seconds per batch; margin < 1: host-bound)'),
       common.format_table(report['weak_scaling'],
@@ -362,7 +382,8 @@ def main(argv):
       stage_names=list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES)),
       dataset=_DATASET.value or (SMOKE_DATASET if smoke else None),
       data_dir=_DATA_DIR.value, host_batches=2 if smoke else _HOST_BATCHES.value,
-      scaling_stage=SMOKE_SCALING_STAGE if smoke else _SCALING_STAGE.value, per_device=2 if smoke else _PER_DEVICE.value,
+      scaling_stage=SMOKE_SCALING_STAGE if smoke else _SCALING_STAGE.value,
+      per_device=2 if smoke else _PER_DEVICE.value,
       scaling_devices=(list(SMOKE_SCALING_DEVICES) if smoke
                        else [int(d) for d in _SCALING_DEVICES.value]),
       smoke=smoke, repeats=repeats, min_time=min_time)

@@ -363,12 +363,18 @@ class TrainBatches:
     if step < 0:
       raise ValueError(f'step must be non-negative, got {step}')
     indices = self.indices(step)
-    rng = np.random.default_rng([self._seed, step, self._process_index])
+    return self.batch_from_stacked(step, indices, self.stacked(indices))
+
+  def stacked(self, indices: np.ndarray) -> Batch:
+    """`stack_examples` of these examples (from the `ExampleCache` when there is one)."""
     if self._cache is not None:
-      stacked = self._cache.stacked(indices)
-    else:
-      stacked = stack_examples(read_examples(self._source, indices),
-                               self._config.input_source, self._hierarchy)
+      return self._cache.stacked(indices)
+    return stack_examples(read_examples(self._source, indices), self._config.input_source,
+                          self._hierarchy)
+
+  def batch_from_stacked(self, step: int, indices: np.ndarray, stacked: Batch) -> Batch:
+    """Augmentation, model frame and device split of `stacked(indices(step))`."""
+    rng = np.random.default_rng([self._seed, step, self._process_index])
     arrays, occluded = augment.augment_batch(rng, stacked, self._flip_permutations,
                                              self._augment)
     missing = (arrays['inputs_confidence'] <= 0) & ~occluded  # Absent in the source.

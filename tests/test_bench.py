@@ -94,6 +94,20 @@ def test_scan_corrected_flops():
   assert common.scan_corrected_flops(10.0, 3.0, 1) == 10.0
 
 
+def test_hlo_dots_and_ceiling_of_a_known_program():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(lambda a, b, c: jnp.tanh(a @ b) @ c)
+  args = (jnp.ones((32, 16)), jnp.ones((16, 8)), jnp.ones((8, 4)))
+  stats = common.compile_stats(fn, *args)
+  dots = roofline.hlo_dots(stats['compiled'].as_text())
+  assert sorted(d['flops'] for d in dots) == [2 * 32 * 8 * 4, 2 * 32 * 16 * 8]
+  fields = roofline.ceiling_fields(stats, 1e9, enabled=True)
+  assert 0 < fields['dot_flops_fraction'] <= 1
+  assert_finite_positive(fields, ['efficiency_ceiling', 'dot_efficiency'])
+  assert roofline.ceiling_fields(stats, 1e9, enabled=False)['efficiency_ceiling'] is None
+
+
 def test_format_table_aligns_columns():
   table = common.format_table([dict(a=1, b=0.5), dict(a=100)], ['a', 'b'], 'T')
   lines = table.splitlines()
@@ -120,8 +134,10 @@ def test_training(tmp_path):
   assert [r['stage'] for r in host] == list(training.SMOKE_STAGES)
   for row in host:
     assert row['dataset'] == training.SMOKE_DATASET
-    assert_finite_positive(row, ['read_s', 'stack_s', 'total_s', 'host_batches_per_s',
-                                 'step_batches_per_s', 'host_margin', 'fed_steps_per_s'])
+    assert_finite_positive(row, ['read_s', 'stack_s', 'augment_s', 'cached_s',
+                                 'first_epoch_batches_per_s', 'host_batches_per_s',
+                                 'step_batches_per_s', 'host_margin',
+                                 'first_epoch_host_margin', 'fed_steps_per_s'])
   scaling = report['weak_scaling']
   assert [r['devices'] for r in scaling] == list(training.SMOKE_SCALING_DEVICES)
   assert [r['global_batch'] for r in scaling] == [
