@@ -24,7 +24,6 @@ r"""Training speed: one train step per stage, the host input pipeline, weak scal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -323,9 +322,8 @@ def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: s
   peak = roofline['peak_flops_per_s']['float32']
   hierarchy = skeleton.default_hierarchy()
   rows, host_rows = [], []
-  with contextlib.ExitStack() as stack:
-    workdir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    frozen_dirs = save_frozen_stages(prefix, hierarchy, workdir, smoke)
+  with tempfile.TemporaryDirectory() as workdir:
+    frozen_dirs = save_frozen_stages(prefix, hierarchy, pathlib.Path(workdir), smoke)
     for name in stage_names:
       needed = {} if name in ('msst', 'lifter_sparse') else (
           {'msst': frozen_dirs['msst']} if name == 'hiarm' else frozen_dirs)

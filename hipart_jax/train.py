@@ -443,7 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer.write(step, metrics)
     return metrics
 
-  step = int(state.step)
+  step = first_step = int(state.step)
   eval_metrics, pending = None, []
   last_log_time, last_log_step = time.perf_counter(), step
   batches = train_batches.iterate(step)
@@ -454,24 +454,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         step += 1
         pending.append(metrics)
         last = step == config.num_train_steps
-        if step % config.log_every_steps == 0 or last:
+        logs = step % config.log_every_steps == 0 or last
+        if step == first_step + 1 and not logs:
+          # The first step compiles the train step (tens of seconds on a CPU): keep it
+          # out of the steps/s of the first window.
+          jax.block_until_ready(metrics)
+          logging.info('First step (compilation included): %.1f s.',
+                       time.perf_counter() - last_log_time)
+          last_log_time, last_log_step = time.perf_counter(), step
+        if logs:
           # Fetching the metrics waits for the steps, so the timing below is honest.
           scalars = {f'train/{name}': float(np.mean(values)) for name, values in
                      jax.tree.map(lambda *v: np.stack(v), *jax.device_get(pending)).items()}
-          seconds, last_log_time = time.perf_counter() - last_log_time, time.perf_counter()
-          steps_per_second = (step - last_log_step) / seconds
+          steps_per_second = (step - last_log_step) / (time.perf_counter() - last_log_time)
           scalars.update({'train/learning_rate': float(schedule(step - 1)),
                           'steps_per_second': steps_per_second,
                           'examples_per_second': steps_per_second * config.batch_size})
           logging.info('step %d: %s', step, _format(scalars))
           writer.write(step, scalars)
-          pending, last_log_step = [], step
+          pending = []
+          last_log_time, last_log_step = time.perf_counter(), step
         step_eval = None
         if step % config.eval_every_steps == 0 or last:
           eval_metrics = step_eval = evaluate(step)
         # Evaluated steps are always saved, so that the best one can be kept.
         if step_eval is not None or step % config.checkpoint_every_steps == 0:
           checkpoints.save(manager, step, state, meta, step_eval)
+        if step_eval is not None:  # Evaluation time is not training time.
+          last_log_time = time.perf_counter()
         if preemption.requested(step) and not last:
           checkpoints.save(manager, step, state, meta)
           checkpoints.wait_until_finished(manager)

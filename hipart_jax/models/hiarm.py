@@ -32,7 +32,7 @@ from hipart_jax import orderings
 from hipart_jax import skeleton
 
 Array = jnp.ndarray
-KVCache = tuple[Array, ...]  # One [B, S + T, H, Dh] array per layer.
+KVCache = tuple[Array, ...]  # One head-major [B, H, S + T, Dh] array per layer.
 
 
 class AttentionBlock(nn.Module):
@@ -90,6 +90,36 @@ class AttentionBlock(nn.Module):
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
     y = jnp.einsum('bhqk,bkhd->bqhd', weights, values)
+    return self._output(x, y, train=train)
+
+  def attend_cached(self, x: Array, queries: Array, cache_keys: Array, cache_values: Array,
+                    keys: Array, values: Array, mask: Array) -> Array:
+    """`attend` over a head-major key/value cache followed by a few new keys (eval mode).
+
+    The cache is read in place: no concatenation with the new keys and no transposition
+    (each would copy the whole cache at every decoding step).
+
+    Args:
+      x: [B, Nq, C]; queries: [B, Nq, H, Dh].
+      cache_keys, cache_values: [B, H, Nc, Dh].
+      keys, values: [B, Nk, H, Dh] the new slots' keys/values.
+      mask: [Nq, Nc + Nk] bool over the cache, then the new slots.
+    Returns:
+      [B, Nq, C].
+    """
+    num_cached = cache_keys.shape[2]
+    chex.assert_shape(mask, (queries.shape[1], num_cached + keys.shape[1]))
+    queries = jnp.swapaxes(queries * queries.shape[-1] ** -0.5, 1, 2)  # [B, H, Nq, Dh]
+    logits = jnp.concatenate([jnp.einsum('bhqd,bhkd->bhqk', queries, cache_keys),
+                              jnp.einsum('bhqd,bkhd->bhqk', queries, keys)], axis=-1)
+    weights = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(logits.dtype).min), axis=-1)
+    y = (jnp.einsum('bhqk,bhkd->bhqd', weights[..., :num_cached], cache_values)
+         + jnp.einsum('bhqk,bkhd->bhqd', weights[..., num_cached:], values))
+    y = jnp.swapaxes(y, 1, 2)  # [B, Nq, H, Dh]
+    return self._output(x, y, train=False)
+
+  def _output(self, x: Array, y: Array, *, train: bool) -> Array:
+    """Output projection of the attended values y [B, Nq, H, Dh], residual, MLP."""
     x = x + self.drop(self.attention_out(y), deterministic=not train)
     y = self.mlp_out(nn.gelu(self.mlp_hidden(self.mlp_norm(x))))
     return x + self.drop(y, deterministic=not train)
@@ -245,15 +275,15 @@ class HiARM(nn.Module):
     Args:
       cond_2d: [B, S, 2]; cond_confidence: [B, S].
     Returns:
-      (keys, values): per layer, [B, S, H, Dh].
+      (keys, values): per layer, head-major [B, H, S, Dh].
     """
     x = self.embed_condition(cond_2d, cond_confidence)
     slots = self.decoding_order.condition_slots()
     all_keys, all_values = [], []
     for block, local in self._blocks():
       queries, keys, values = block.project(x)
-      all_keys.append(keys)
-      all_values.append(values)
+      all_keys.append(jnp.swapaxes(keys, 1, 2))
+      all_values.append(jnp.swapaxes(values, 1, 2))
       mask = orderings.attention_mask(slots, slots, local=local)
       x = block.attend(x, queries, keys, values, mask, train=False)
     return tuple(all_keys), tuple(all_values)
@@ -268,7 +298,7 @@ class HiARM(nn.Module):
     slots of the group to predict, attending to the cache and to each other.
 
     Args:
-      cache_keys, cache_values: per layer [B, S + T, H, Dh], laid out as
+      cache_keys, cache_values: per layer head-major [B, H, S + T, Dh], laid out as
         `Ordering.cache_slots()` (condition, then context slots by token id). Entries of
         groups not yet generated may hold anything: the masks never read them.
       context_tokens: [Gmax] token ids of the previous group, -1 padded (all -1 at the
@@ -300,17 +330,19 @@ class HiARM(nn.Module):
                                   zip(order.cache_slots(), new_slots[1])))
     # Padded context slots are written out of bounds and dropped.
     write_at = jnp.where(context_tokens >= 0, s + context_tokens, s + t)
+    head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, N, H, Dh] → [B, H, N, Dh]
     new_keys, new_values = [], []
     for layer, (block, local) in enumerate(self._blocks()):
       queries, keys, values = block.project(x)
-      layer_keys = cache_keys[layer].at[:, write_at].set(keys[:, :width], mode='drop')
-      layer_values = cache_values[layer].at[:, write_at].set(values[:, :width], mode='drop')
+      layer_keys = cache_keys[layer].at[:, :, write_at].set(head_major(keys[:, :width]),
+                                                            mode='drop')
+      layer_values = cache_values[layer].at[:, :, write_at].set(
+          head_major(values[:, :width]), mode='drop')
       new_keys.append(layer_keys)
       new_values.append(layer_values)
       mask = orderings.attention_mask(step_slots, key_slots, local=local)
-      x = block.attend(x, queries, jnp.concatenate([layer_keys, keys[:, width:]], axis=1),
-                       jnp.concatenate([layer_values, values[:, width:]], axis=1), mask,
-                       train=False)
+      x = block.attend_cached(x, queries, layer_keys, layer_values, keys[:, width:],
+                              values[:, width:], mask)
     queries = self.final_norm(x[:, width:])
     return (self.sparse_head(queries), self.dense_head(queries), tuple(new_keys),
             tuple(new_values))
