@@ -12,8 +12,9 @@ being compared round-robin, so a burst of foreign load hits all of them alike an
 ratios stay meaningful.
 
 FLOPs come from XLA's cost analysis of the compiled executable. XLA counts the body of a
-while loop (`lax.scan`) once, whatever its trip count, so callers add `(trips - 1) x`
-the FLOPs of the loop body (`scan_corrected_flops`).
+while loop (`lax.scan`, `lax.map`) once, whatever its trip count, so callers add the
+missing executions (`bench.decoding.uncounted_scan_flops` for generation's scan; the lifter's
+chunked attention is counted from the same lifter without chunking).
 """
 
 from __future__ import annotations
@@ -184,11 +185,6 @@ def compile_stats(jitted: Any, *args, compiler_options: Mapping[str, Any] | None
 def lowered_flops(jitted: Any, *args, **kwargs) -> float:
   """XLA's FLOP count of the unoptimized program (no compilation: fast)."""
   return float(_first(jitted.lower(*args, **kwargs).cost_analysis()).get('flops', 0.0))
-
-
-def scan_corrected_flops(flops: float, body_flops: float, trips: int) -> float:
-  """XLA counts a loop body once: add the other `trips - 1` executions."""
-  return flops + max(trips - 1, 0) * body_flops
 
 
 def device_peak_memory() -> int | None:

@@ -24,6 +24,7 @@ r"""Training speed: one train step per stage, the host input pipeline, weak scal
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pathlib
@@ -135,10 +136,15 @@ def compile_step(stage, stage_name: str, config, state, batch, smoke: bool
                                compiler_options=common.compiler_options(smoke))
   if stage_name == 'lifter_hierarchical':  # Generation is a scan inside the step.
     per_device = jax.tree.leaves(batch)[0].shape[1]
-    body = decoding_bench.step_flops(stage.hiarm, stage.frozen['frozen_hiarm'], per_device,
-                                     use_cache=True)
-    stats['flops'] = common.scan_corrected_flops(stats['flops'], body,
-                                                 stage.hiarm.decoding_order.num_groups)
+    stats['flops'] += decoding_bench.uncounted_scan_flops(
+        stage.hiarm, stage.frozen['frozen_hiarm'], per_device)
+  if getattr(getattr(stage, 'model', None), 'attention_batch_chunk', 0):
+    # A chunked attention is a `lax.map`, counted once: count the same step unchunked.
+    unchunked = copy.copy(stage)
+    unchunked.model = stage.model.clone(attention_batch_chunk=0)
+    count = lambda s: common.lowered_flops(
+        train.parallelize(train.make_train_step(s), implementation='vmap'), state, batch)
+    stats['flops'] += count(unchunked) - count(stage)
   return stats
 
 

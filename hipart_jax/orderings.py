@@ -202,11 +202,39 @@ class Ordering:
     return self.groups >= 0
 
   @functools.cached_property
-  def previous_groups(self) -> np.ndarray:
-    """[G, Gmax] the groups shifted by one step: row g holds group g - 1 (row 0 is all
-    padding). Decoding step g embeds these tokens' values and predicts group g."""
-    out = np.full_like(self.groups, -1)
-    out[1:] = self.groups[:-1]
+  def step_width(self) -> int:
+    """W, the slots of one cached decoding step: max over g of |group g - 1| + |group g|
+    (2 for one-token groups; 4 for the hierarchical order's alternating 1- and 3-token
+    groups, where padding each stream to Gmax would take 6)."""
+    sizes = [len(group) for group in self.group_tuples]
+    return max(a + b for a, b in zip([0] + sizes, sizes))
+
+  @functools.cached_property
+  def step_tokens(self) -> np.ndarray:
+    """[G, W] int32 the slots of decoding step g, packed: the tokens of group g - 1 (its
+    context slots: their values enter the cache), then those of group g (query slots:
+    predicted), -1 padded. See `step_streams`."""
+    out = np.full((self.num_groups, self.step_width), -1, np.int32)
+    for g, group in enumerate(self.group_tuples):
+      packed = (self.group_tuples[g - 1] if g else ()) + group
+      out[g, :len(packed)] = packed
+    return _frozen(out)
+
+  @functools.cached_property
+  def step_streams(self) -> np.ndarray:
+    """[G, W] int32 CONTEXT or QUERY for each slot of `step_tokens` (padding: QUERY)."""
+    out = np.full((self.num_groups, self.step_width), QUERY, np.int32)
+    for g in range(1, self.num_groups):
+      out[g, :len(self.group_tuples[g - 1])] = CONTEXT
+    return _frozen(out)
+
+  @functools.cached_property
+  def token_step_slot(self) -> np.ndarray:
+    """[T] int32 column of each token's query slot in `step_tokens[token_group]`."""
+    out = np.zeros(self.num_tokens, np.int32)
+    for g, group in enumerate(self.group_tuples):
+      offset = len(self.group_tuples[g - 1]) if g else 0
+      out[list(group)] = offset + np.arange(len(group))
     return _frozen(out)
 
   @functools.cached_property
@@ -265,6 +293,27 @@ class Ordering:
   def cache_slots(self) -> Slots:
     """[S + T] the key/value cache layout: condition, then context slots by token id."""
     return self.condition_slots().concat(self.token_slots(CONTEXT))
+
+  def step_slots(self, g: int) -> Slots:
+    """[W] the packed slots of decoding step g (`step_tokens[g]`, `step_streams[g]`)."""
+    tokens = self.step_tokens[g]
+    safe = np.maximum(tokens, 0)
+    return Slots(self.step_streams[g].copy(), self.token_group[safe],
+                 self.token_part[safe], tokens >= 0)
+
+  @functools.lru_cache(maxsize=None)
+  def step_masks(self, *, local: bool) -> np.ndarray:
+    """[G, W, S + T + W] bool: what the slots of cached decoding step g may attend to,
+    the cache (`cache_slots`) then the step's own slots. The step's context slots are
+    read through the cache (they are written there first), so as keys only its query
+    slots are valid."""
+    cache = self.cache_slots()
+    out = []
+    for g in range(self.num_groups):
+      step = self.step_slots(g)
+      keys = step._replace(valid=step.valid & (step.stream == QUERY))
+      out.append(attention_mask(step, cache.concat(keys), local=local))
+    return _frozen(np.stack(out))
 
   def teacher_forcing_mask(self, *, local: bool) -> np.ndarray:
     """[S + 2T, S + 2T] bool attention mask of the teacher-forced pass."""

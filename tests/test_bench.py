@@ -89,11 +89,6 @@ def test_decoding(tmp_path):
     assert row['recompute_flops'] > row['flops']
 
 
-def test_scan_corrected_flops():
-  assert common.scan_corrected_flops(10.0, 3.0, 4) == 19.0
-  assert common.scan_corrected_flops(10.0, 3.0, 1) == 10.0
-
-
 def test_hlo_dots_and_ceiling_of_a_known_program():
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

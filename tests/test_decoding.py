@@ -146,3 +146,4 @@ def test_bad_num_samples_raises(default_model):
   with pytest.raises(ValueError, match='num_samples'):
     decoding.generate(model, params, *_condition(1, model.hierarchy), jax.random.key(0),
                       num_samples=0)
+

@@ -89,8 +89,15 @@ def test_token_tables_agree_with_groups(hierarchy, name):
   np.testing.assert_array_equal(order.token_level, (t >= S).astype(int))
   np.testing.assert_array_equal(order.token_part[:S], np.arange(S))
   np.testing.assert_array_equal(order.token_part[S:], hierarchy.dense_part)
-  np.testing.assert_array_equal(order.previous_groups[1:], order.groups[:-1])
-  assert np.all(order.previous_groups[0] == -1)
+  # Packed decoding steps: step g holds group g - 1 as context, then group g as queries.
+  for g, group in enumerate(order.group_tuples):
+    tokens, streams = order.step_tokens[g], order.step_streams[g]
+    context = tokens[(streams == orderings.CONTEXT) & (tokens >= 0)]
+    assert list(context) == (list(order.group_tuples[g - 1]) if g else [])
+    assert list(tokens[(streams == orderings.QUERY) & (tokens >= 0)]) == list(group)
+  np.testing.assert_array_equal(order.step_tokens[order.token_group, order.token_step_slot], t)
+  if hierarchy == HIERARCHY:  # Alternating groups of 1 and 3 pack into 4 slots, not 6.
+    assert order.step_width == {'hierarchical': 4, 'sparse_to_dense': 4}.get(name, 2)
   # (level, part, index in part) names each token once.
   names = set(zip(order.token_level, order.token_part, order.token_index_in_part))
   assert len(names) == order.num_tokens

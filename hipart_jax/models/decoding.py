@@ -1,8 +1,9 @@
 """HiARM generation: one `lax.scan` over the decoding groups, with a key/value cache.
 
 Step g embeds the context slots of group g - 1 (their just-sampled tokens) and the query
-slots of group g, runs only those 2 * Gmax slots through every layer against the cache
-(`HiARM.decode_step`), and samples group g from the query outputs: greedy when
+slots of group g, packed into W slots (`Ordering.step_tokens`: W = 4 for the
+hierarchical order, 2 for one-token groups), runs only those through every layer
+against the cache (`HiARM.decode_step`), and samples group g from the query outputs: greedy when
 temperature == 0, else temperature sampling with an optional top-k filter. The
 condition's keys/values are computed once, before the scan; K hypotheses per input are
 K repeated rows of one batch. `use_cache=False` is the recompute baseline: every step
@@ -67,9 +68,9 @@ def _slot_logits(sparse_logits: Array, dense_logits: Array, is_sparse: Array) ->
   """Each slot's logits from its level's head, padded with -inf to a common width.
 
   Args:
-    sparse_logits: [B, Gmax, Vs]; dense_logits: [B, Gmax, Vd]; is_sparse: [Gmax] bool.
+    sparse_logits: [B, W, Vs]; dense_logits: [B, W, Vd]; is_sparse: [W] bool.
   Returns:
-    [B, Gmax, max(Vs, Vd)]; padded ids have probability 0 (never sampled).
+    [B, W, max(Vs, Vd)]; padded ids have probability 0 (never sampled).
   """
   width = max(sparse_logits.shape[-1], dense_logits.shape[-1])
   pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1])),
@@ -78,8 +79,8 @@ def _slot_logits(sparse_logits: Array, dense_logits: Array, is_sparse: Array) ->
 
 
 def _to_token_order(per_step: Array, order: orderings.Ordering) -> Array:
-  """[G, B, Gmax, ...] per-step slot outputs → [B, T, ...] in token order."""
-  out = per_step[order.token_group, :, order.token_index_in_group]  # [T, B, ...]
+  """[G, B, W, ...] per-step slot outputs → [B, T, ...] in token order."""
+  out = per_step[order.token_group, :, order.token_step_slot]  # [T, B, ...]
   return jnp.moveaxis(out, 0, 1)
 
 
@@ -100,8 +101,8 @@ def _decode(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
   order = model.decoding_order
   s, t = order.num_sparse, order.num_tokens
   batch = cond_2d.shape[0]
-  groups = jnp.asarray(order.groups)
-  previous_groups = jnp.asarray(order.previous_groups)
+  step_tokens = jnp.asarray(order.step_tokens)
+  step_streams = jnp.asarray(order.step_streams)
   token_level = jnp.asarray(order.token_level)
 
   if use_cache:
@@ -114,25 +115,25 @@ def _decode(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
   state = DecodeState(jnp.zeros((batch, t), jnp.int32), cache_keys, cache_values, rng)
 
   def step(state: DecodeState, g: Array):
-    query_tokens = groups[g]  # [Gmax], -1 padded.
-    safe_query = jnp.maximum(query_tokens, 0)
+    slot_tokens, slot_streams = step_tokens[g], step_streams[g]  # [W], -1 padded.
+    safe_tokens = jnp.maximum(slot_tokens, 0)
     if use_cache:
-      context_tokens = previous_groups[g]
-      context_ids = state.tokens[:, jnp.maximum(context_tokens, 0)]
       sparse_logits, dense_logits, keys, values = model.apply(
-          variables, state.keys, state.values, context_tokens, context_ids, query_tokens,
+          variables, state.keys, state.values, g, state.tokens[:, safe_tokens],
           method=hiarm_lib.HiARM.decode_step)
     else:
       keys, values = state.keys, state.values
       all_sparse, all_dense = model.apply(variables, cond_2d, cond_confidence,
                                           state.tokens[:, :s], state.tokens[:, s:])
-      sparse_logits = all_sparse[:, jnp.clip(safe_query, 0, s - 1)]
-      dense_logits = all_dense[:, jnp.clip(safe_query - s, 0, t - s - 1)]
+      sparse_logits = all_sparse[:, jnp.clip(safe_tokens, 0, s - 1)]
+      dense_logits = all_dense[:, jnp.clip(safe_tokens - s, 0, t - s - 1)]
     rng, sample_rng = jax.random.split(state.rng)
-    is_sparse = token_level[safe_query] == orderings.SPARSE  # [Gmax]
-    logits = _slot_logits(sparse_logits, dense_logits, is_sparse)  # [B, Gmax, Vmax]
+    is_sparse = token_level[safe_tokens] == orderings.SPARSE  # [W]
+    logits = _slot_logits(sparse_logits, dense_logits, is_sparse)  # [B, W, Vmax]
     ids = sample_tokens(logits, sample_rng, temperature=temperature, top_k=top_k)
-    write_at = jnp.where(query_tokens >= 0, query_tokens, t)  # Padding is dropped.
+    # Only query slots are predictions: context and padding slots are dropped.
+    is_query = (slot_tokens >= 0) & (slot_streams == orderings.QUERY)
+    write_at = jnp.where(is_query, slot_tokens, t)
     tokens = state.tokens.at[:, write_at].set(ids, mode='drop')
     outputs = dict(log_probs=_chosen_log_prob(logits, ids))
     if return_logits:

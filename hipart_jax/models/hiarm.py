@@ -288,61 +288,47 @@ class HiARM(nn.Module):
       x = block.attend(x, queries, keys, values, mask, train=False)
     return tuple(all_keys), tuple(all_values)
 
-  def decode_step(self, cache_keys: KVCache, cache_values: KVCache, context_tokens: Array,
-                  context_ids: Array, query_tokens: Array
-                  ) -> tuple[Array, Array, KVCache, KVCache]:
-    """One generation step: add one group's context, predict the next group.
+  def decode_step(self, cache_keys: KVCache, cache_values: KVCache, step: Array,
+                  slot_ids: Array) -> tuple[Array, Array, KVCache, KVCache]:
+    """Decoding step `step`: add one group's context, predict the next group.
 
-    Runs only 2 * Gmax slots through the layers: the context slots of the group sampled
-    last (written into the cache at their token positions, layer by layer) and the query
-    slots of the group to predict, attending to the cache and to each other.
+    Runs only the W packed slots of the step through the layers (`Ordering.step_tokens`):
+    the context slots of the group sampled last (written into the cache at their token
+    positions, layer by layer) and the query slots of the group to predict, attending to
+    the cache and to each other. Slot layout and masks are tables indexed by `step`.
 
     Args:
       cache_keys, cache_values: per layer head-major [B, H, S + T, Dh], laid out as
         `Ordering.cache_slots()` (condition, then context slots by token id). Entries of
         groups not yet generated may hold anything: the masks never read them.
-      context_tokens: [Gmax] token ids of the previous group, -1 padded (all -1 at the
-        first step).
-      context_ids: [B, Gmax] their sampled values.
-      query_tokens: [Gmax] token ids of the group to predict, -1 padded.
+      step: int32 scalar g in [0, G).
+      slot_ids: [B, W] the sampled values of the step's context slots (other entries
+        unused).
     Returns:
-      (sparse_logits [B, Gmax, Vs], dense_logits [B, Gmax, Vd], cache_keys,
-      cache_values); both heads are evaluated for every query slot (pick per level).
+      (sparse_logits [B, W, Vs], dense_logits [B, W, Vd], cache_keys, cache_values);
+      both heads are evaluated for every slot (only query slots are meaningful; pick
+      per level).
     """
     order = self.decoding_order
     s, t = order.num_sparse, order.num_tokens
-    width = context_tokens.shape[0]
-    chex.assert_shape(query_tokens, (width,))
-    batch = context_ids.shape[0]
-    x = jnp.concatenate([
-        self.embed_context(context_tokens, context_ids),
-        jnp.broadcast_to(self.embed_query(query_tokens), (batch, width, self.width)),
-    ], axis=1)  # [B, 2 Gmax, C]
-
-    def slots(stream, tokens):
-      return orderings.Slots(jnp.full(tokens.shape, stream, jnp.int32),
-                             self._token_table(order.token_group, tokens),
-                             self._token_table(order.token_part, tokens), tokens >= 0)
-
-    new_slots = slots(orderings.CONTEXT, context_tokens), slots(orderings.QUERY, query_tokens)
-    step_slots = orderings.Slots(*(jnp.concatenate(f) for f in zip(*new_slots)))
-    key_slots = orderings.Slots(*(jnp.concatenate([jnp.asarray(c), q]) for c, q in
-                                  zip(order.cache_slots(), new_slots[1])))
-    # Padded context slots are written out of bounds and dropped.
-    write_at = jnp.where(context_tokens >= 0, s + context_tokens, s + t)
-    head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, N, H, Dh] → [B, H, N, Dh]
+    chex.assert_shape(slot_ids, (None, order.step_width))
+    slot_tokens = jnp.asarray(order.step_tokens)[step]  # [W], -1 padded.
+    is_context = jnp.asarray(order.step_streams)[step] == orderings.CONTEXT  # [W]
+    x = jnp.where(is_context[:, None], self.embed_context(slot_tokens, slot_ids),
+                  self.embed_query(slot_tokens))  # [B, W, C]
+    # Query and padding slots are written out of bounds and dropped.
+    write_at = jnp.where(is_context & (slot_tokens >= 0), s + slot_tokens, s + t)
+    head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, W, H, Dh] → [B, H, W, Dh]
     new_keys, new_values = [], []
     for layer, (block, local) in enumerate(self._blocks()):
       queries, keys, values = block.project(x)
-      layer_keys = cache_keys[layer].at[:, :, write_at].set(head_major(keys[:, :width]),
-                                                            mode='drop')
-      layer_values = cache_values[layer].at[:, :, write_at].set(
-          head_major(values[:, :width]), mode='drop')
+      layer_keys = cache_keys[layer].at[:, :, write_at].set(head_major(keys), mode='drop')
+      layer_values = cache_values[layer].at[:, :, write_at].set(head_major(values),
+                                                                mode='drop')
       new_keys.append(layer_keys)
       new_values.append(layer_values)
-      mask = orderings.attention_mask(step_slots, key_slots, local=local)
-      x = block.attend_cached(x, queries, layer_keys, layer_values, keys[:, width:],
-                              values[:, width:], mask)
-    queries = self.final_norm(x[:, width:])
+      mask = jnp.asarray(order.step_masks(local=local))[step]  # [W, S + T + W]
+      x = block.attend_cached(x, queries, layer_keys, layer_values, keys, values, mask)
+    queries = self.final_norm(x)
     return (self.sparse_head(queries), self.dense_head(queries), tuple(new_keys),
             tuple(new_values))
