@@ -25,8 +25,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage = 'msst'
   config.dataset.name = DATASET
   config.dataset.input_source = INPUT_SOURCE
-  config.dataset.augment = augment.default_augment_config('none')
-  config.dataset.augment.flip_prob = 0.5
+  # The tokenizer encodes ground-truth hierarchies, but in the model frame of the input
+  # joints, which occlusion moves and rescales (the frame is the box of the visible
+  # joints). HiARM's targets and test inputs live in such frames, so the tokenizer is
+  # trained on them too: the default augmentation (occlusion, noise, flips).
+  config.dataset.augment = augment.default_augment_config()
   config.model = h36m_msst.msst_model(num_actions=len(cmu_builder.ACTIONS))
   config.loss = synthetic_msst.msst_loss()
   config.batch_size = 128

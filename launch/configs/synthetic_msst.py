@@ -28,10 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   config = base.get_config()
   config.stage = 'msst'
   config.dataset.name = 'synthetic_poses/small'
-  # The tokenizer learns ground-truth hierarchies: no input augmentation is needed, but
-  # flips add symmetric poses to the tokenizer's training distribution.
-  config.dataset.augment = augment.default_augment_config('none')
-  config.dataset.augment.flip_prob = 0.5
+  # The tokenizer encodes ground-truth hierarchies, but in the model frame of the input
+  # joints, which occlusion moves and rescales (the frame is the box of the visible
+  # joints). HiARM's targets and test inputs live in such frames, so the tokenizer is
+  # trained on them too: the default augmentation (occlusion, noise, flips).
+  config.dataset.augment = augment.default_augment_config()
   config.model = msst_model(num_actions=6)  # synthetic_poses has 6 motion classes.
   config.loss = msst_loss()
   config.batch_size = 128
