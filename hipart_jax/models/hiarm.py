@@ -35,6 +35,11 @@ Array = jnp.ndarray
 KVCache = tuple[Array, ...]  # One head-major [B, H, S + T, Dh] array per layer.
 
 
+def _mask_bias(mask: Array) -> Array:
+  """[Nq, Nk] bool → float32 additive logit bias: 0 where allowed, -1e30 elsewhere."""
+  return jnp.where(mask, 0.0, -1e30).astype(jnp.float32)
+
+
 class AttentionBlock(nn.Module):
   """Pre-LayerNorm transformer block (masked multi-head attention + MLP).
 
@@ -85,12 +90,14 @@ class AttentionBlock(nn.Module):
     """
     chex.assert_shape(mask, (queries.shape[1], keys.shape[1]))
     chex.assert_equal_shape((keys, values))
-    scale = queries.shape[-1] ** -0.5
-    logits = jnp.einsum('bqhd,bkhd->bhqk', queries, keys) * scale
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    # Head-major products with the mask as an additive bias: 1.2-1.3x faster training
+    # steps on CPU than batch-major einsums with a select (BENCHMARKS.md).
+    head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, N, H, Dh] → [B, H, N, Dh]
+    queries = head_major(queries * queries.shape[-1] ** -0.5)
+    logits = jnp.einsum('bhqd,bhkd->bhqk', queries, head_major(keys)) + _mask_bias(mask)
     weights = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
-    y = jnp.einsum('bhqk,bkhd->bqhd', weights, values)
-    return self._output(x, y, train=train)
+    y = jnp.einsum('bhqk,bhkd->bhqd', weights, head_major(values))
+    return self._output(x, head_major(y), train=train)
 
   def attend_cached(self, x: Array, queries: Array, cache_keys: Array, cache_values: Array,
                     keys: Array, values: Array, mask: Array) -> Array:
