@@ -196,11 +196,6 @@ class Ordering:
       out[g, :len(group)] = group
     return _frozen(out)
 
-  @property
-  def group_mask(self) -> np.ndarray:
-    """[G, Gmax] bool, False on padding."""
-    return self.groups >= 0
-
   @functools.cached_property
   def step_width(self) -> int:
     """W, the slots of one cached decoding step: max over g of |group g - 1| + |group g|
@@ -243,14 +238,6 @@ class Ordering:
     out = np.zeros(self.num_tokens, np.int32)
     for g, group in enumerate(self.group_tuples):
       out[list(group)] = g
-    return _frozen(out)
-
-  @functools.cached_property
-  def token_index_in_group(self) -> np.ndarray:
-    """[T] int32 column of each token in `groups`."""
-    out = np.zeros(self.num_tokens, np.int32)
-    for group in self.group_tuples:
-      out[list(group)] = np.arange(len(group))
     return _frozen(out)
 
   @functools.cached_property
