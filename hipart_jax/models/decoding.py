@@ -3,8 +3,8 @@
 Step g embeds the context slots of group g - 1 (their just-sampled tokens) and the query
 slots of group g, packed into W slots (`Ordering.step_tokens`: W = 4 for the
 hierarchical order, 2 for one-token groups), runs only those through every layer
-against the cache (`HiARM.decode_step`), and samples group g from the query outputs: greedy when
-temperature == 0, else temperature sampling with an optional top-k filter. The
+against the cache (`HiARM.decode_step`), and samples group g from the query outputs:
+greedy when temperature == 0, else temperature sampling with an optional top-k filter. The
 condition's keys/values are computed once, before the scan; K hypotheses per input are
 K repeated rows of one batch. `use_cache=False` is the recompute baseline: every step
 runs the full teacher-forced pass on the current token buffer.
