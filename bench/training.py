@@ -1,7 +1,10 @@
 r"""Training speed: one train step per stage, the host input pipeline, weak scaling.
 
   python -m bench.training [--config=synthetic] [--data_dir=DIR] [--output=training.json]
-      [--scaling_devices=1,2,4,8] [--smoke]
+      [--scaling_devices=1,2,4,8] [--nohost_pipeline] [--smoke]
+
+On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps alone
+(no TFDS needed; weak scaling is a CPU check).
 
 1. Train steps. For each stage (msst, hiarm, lifter hierarchical, lifter sparse) at its
    config's batch size: the real `train.make_train_step` under `train.parallelize`
@@ -54,8 +57,11 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory of the ho
 _DATASET = flags.DEFINE_string('dataset', None, 'TFDS name (default: the stage config\'s; '
                                'smoke: synthetic_poses/tiny).')
 _HOST_BATCHES = flags.DEFINE_integer('host_batches', 20, 'Batches per host measurement.')
+_HOST_PIPELINE = flags.DEFINE_bool('host_pipeline', True,
+                                   'Measure the host input pipeline (needs TFDS).')
 _SCALING_DEVICES = flags.DEFINE_list('scaling_devices', ['1', '2', '4', '8'],
-                                     'Fake CPU device counts of the weak-scaling run.')
+                                     'Fake CPU device counts of the weak-scaling run '
+                                     '(empty: no weak-scaling run).')
 _SCALING_STAGE = flags.DEFINE_string('scaling_stage', 'msst',
                                      'Stage of the weak-scaling run (msst or lifter_sparse).')
 _PER_DEVICE = flags.DEFINE_integer('scaling_per_device_batch', 32,
@@ -127,11 +133,15 @@ def device_batch(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np
 
 def compile_step(stage, stage_name: str, config, state, batch, smoke: bool
                  ) -> dict[str, Any]:
-  """Compiles the trainer's step (donated state) once: executable, FLOPs and memory."""
-  step = train.parallelize(train.make_train_step(stage), donate_state=True,
-                           implementation=config.get('parallelism', 'pmap'))
+  """Compiles the trainer's step (donated state, the config's XLA options) once:
+  executable, FLOPs and memory."""
+  implementation = train.resolve_implementation(config.get('parallelism', 'auto'))
+  step = train.parallelize(
+      train.make_train_step(stage), donate_state=True, implementation=implementation,
+      compiler_options=train.train_step_compiler_options(config, implementation))
   if not hasattr(step, 'lower'):  # 'shard_map' returns a plain wrapper: count via pmap.
-    step = train.parallelize(train.make_train_step(stage), donate_state=True)
+    step = train.parallelize(train.make_train_step(stage), donate_state=True,
+                             implementation='pmap')
   stats = common.compile_stats(step, state, batch,
                                compiler_options=common.compiler_options(smoke))
   if stage_name == 'lifter_hierarchical':  # Generation is a scan inside the step.
@@ -320,7 +330,7 @@ def run_scaling(prefix: str, name: str, per_device: int, device_counts: list[int
 
 
 def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: str | None,
-        host_batches: int, scaling_stage: str, per_device: int, scaling_devices: list[int],
+        host_pipeline: bool, host_batches: int, scaling_stage: str, per_device: int, scaling_devices: list[int],
         smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
   """The training report (see the module docstring)."""
   roofline = roofline_lib.smoke_roofline() if smoke else roofline_lib.measure_roofline(
@@ -338,10 +348,11 @@ def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: s
           prefix, name, hierarchy, needed, peak, smoke=smoke, repeats=repeats,
           min_time=min_time)
       rows.append(row)
-      host_rows.append(measure_host(config, name, dataset, data_dir, host_batches, step,
-                                    state, row['seconds']))
+      if host_pipeline:
+        host_rows.append(measure_host(config, name, dataset, data_dir, host_batches, step,
+                                      state, row['seconds']))
   scaling = run_scaling(prefix, scaling_stage, per_device, scaling_devices, smoke=smoke,
-                        repeats=repeats, min_time=min_time)
+                        repeats=repeats, min_time=min_time) if scaling_devices else []
   return dict(machine=common.machine_info(), roofline=roofline,
               config=dict(prefix=prefix, smoke=smoke, stages=list(stage_names),
                           scaling_stage=scaling_stage, scaling_per_device_batch=per_device),
@@ -349,25 +360,27 @@ def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: s
 
 
 def tables(report: dict[str, Any]) -> list[str]:
-  return [
+  out = [
       roofline_lib.roofline_table(report['roofline']),
       common.format_table(report['train_steps'],
                           ['stage', 'batch_size', 'seconds', 'steps_per_s', 'examples_per_s',
                            'compile_s', 'gflops_per_s', 'efficiency', 'efficiency_ceiling',
                            'dot_flops_fraction', 'peak_memory_bytes'],
-                          'Train step (one device, donated state, fixed batch)'),
-      common.format_table(report['host_pipeline'],
-                          ['stage', 'read_s', 'stack_s', 'augment_s',
-                           'first_epoch_batches_per_s', 'cached_s', 'host_batches_per_s',
-                           'step_batches_per_s', 'first_epoch_host_margin', 'host_margin',
-                           'fed_steps_per_s', 'fed_slowdown'],
-                          'Host input pipeline (seconds per batch; margin < 1: host-bound)'),
-      common.format_table(report['weak_scaling'],
-                          ['devices', 'per_device_batch', 'global_batch', 'steps_per_s',
-                           'examples_per_s', 'relative_steps_per_s'],
-                          f'Weak scaling ({report["config"]["scaling_stage"]}, fake CPU '
-                          'devices sharing the cores)'),
-  ]
+                          'Train step (one device, donated state, fixed batch)')]
+  if report['host_pipeline']:
+    out.append(common.format_table(
+        report['host_pipeline'],
+        ['stage', 'read_s', 'stack_s', 'augment_s', 'first_epoch_batches_per_s', 'cached_s',
+         'host_batches_per_s', 'step_batches_per_s', 'first_epoch_host_margin',
+         'host_margin', 'fed_steps_per_s', 'fed_slowdown'],
+        'Host input pipeline (seconds per batch; margin < 1: host-bound)'))
+  if report['weak_scaling']:
+    out.append(common.format_table(report['weak_scaling'],
+                                   ['devices', 'per_device_batch', 'global_batch',
+                                    'steps_per_s', 'examples_per_s', 'relative_steps_per_s'],
+                                   f'Weak scaling ({report["config"]["scaling_stage"]}, '
+                                   'fake CPU devices sharing the cores)'))
+  return out
 
 
 def main(argv):
@@ -385,10 +398,12 @@ def main(argv):
       prefix=common.CONFIG.value,
       stage_names=list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES)),
       dataset=_DATASET.value or (SMOKE_DATASET if smoke else None),
-      data_dir=_DATA_DIR.value, host_batches=2 if smoke else _HOST_BATCHES.value,
+      data_dir=_DATA_DIR.value, host_pipeline=_HOST_PIPELINE.value,
+      host_batches=2 if smoke else _HOST_BATCHES.value,
       scaling_stage=SMOKE_SCALING_STAGE if smoke else _SCALING_STAGE.value,
       per_device=2 if smoke else _PER_DEVICE.value,
-      scaling_devices=(list(SMOKE_SCALING_DEVICES) if smoke
+      scaling_devices=([] if not _SCALING_DEVICES.value else
+                       list(SMOKE_SCALING_DEVICES) if smoke
                        else [int(d) for d in _SCALING_DEVICES.value]),
       smoke=smoke, repeats=repeats, min_time=min_time)
   common.finish(report, tables(report))

@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from hipart_jax import augment
 from hipart_jax import geometry
@@ -96,6 +95,9 @@ def load_source(config: ml_collections.ConfigDict, split: str | None = None
     (source: random-access sequence of example dicts, hierarchy from
     `info.metadata['hierarchy']`, info: the builder's `tfds.core.DatasetInfo`).
   """
+  # Imported here: everything but opening a dataset (batching, augmentation, the
+  # trainer, inference) runs without TFDS and TensorFlow installed or imported.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   split = config.train_split if split is None else split
   _register_project_builder(config.name)
   source = tfds.data_source(

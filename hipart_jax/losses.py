@@ -81,12 +81,15 @@ def local_alignment_loss(sparse_emb: jnp.ndarray, dense_emb: jnp.ndarray,
   """Local alignment (LA): InfoNCE between sparse tokens and their parts' dense tokens.
 
   For sample b and part i, the anchor is sparse token (b, i) and its positive is the mean
-  of the dense tokens of part i in sample b. The negatives are the positives of every
-  other (sample, part) pair in the batch: the other parts of the same sample and all parts
-  of the other samples. Parts that own no dense point (e.g. the root) have no positive and
-  are skipped, neither anchors nor negatives; so are invalid samples. Anchors and
-  positives are L2-normalized before the dot products (cosine similarity divided by
-  `temperature`). Cost: one [B*S, B*S] logit matrix.
+  of the dense tokens of part i in sample b. The negatives are the positives of the
+  sample's other parts: the loss pulls a part's sparse token toward its own part and
+  pushes it away from the other parts of the same pose (DESIGN.md). Parts of other
+  samples are not negatives, so the loss does not push apart the same part of two
+  similar poses, and it does not depend on the batch size or its split over devices.
+  Parts that own no dense point (e.g. the root) have no positive and are skipped,
+  neither anchors nor negatives; so are invalid samples. Anchors and positives are
+  L2-normalized before the dot products (cosine similarity divided by `temperature`).
+  Cost: [B, S, S] logits.
 
   Args:
     sparse_emb: [B, S, C] sparse token embeddings.
@@ -110,14 +113,14 @@ def local_alignment_loss(sparse_emb: jnp.ndarray, dense_emb: jnp.ndarray,
   if valid is not None:
     chex.assert_shape(valid, (batch,))
     usable = usable & valid[:, None].astype(bool)
-  usable = usable.reshape(-1)  # [B * S]
 
-  anchors = _l2_normalize(sparse_emb, eps).reshape(batch * num_sparse, channels)
-  positives = _l2_normalize(positives, eps).reshape(batch * num_sparse, channels)
-  logits = anchors @ positives.T / temperature  # [B*S, B*S], row = anchor, col = positive
-  # Skipped pairs are excluded as negatives with a finite floor (no inf - inf NaNs).
-  logits = jnp.where(usable[None, :], logits, jnp.finfo(logits.dtype).min)
-  per_anchor = jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
+  anchors = _l2_normalize(sparse_emb, eps)  # [B, S, C]
+  positives = _l2_normalize(positives, eps)
+  logits = jnp.einsum('bic,bjc->bij', anchors, positives) / temperature  # [B, S, S]
+  # Skipped parts are excluded as negatives with a finite floor (no inf - inf NaNs).
+  logits = jnp.where(usable[:, None, :], logits, jnp.finfo(logits.dtype).min)
+  per_anchor = (jax.nn.logsumexp(logits, axis=-1)
+                - jnp.diagonal(logits, axis1=1, axis2=2))  # [B, S]
   return masked_mean(jnp.where(usable, per_anchor, 0.0), usable)
 
 

@@ -222,8 +222,26 @@ def resolve_implementation(implementation: str) -> str:
   return implementation
 
 
+def backend_compiler_options(options_by_backend: Mapping[str, Mapping[str, Any]] | None
+                             ) -> dict[str, Any] | None:
+  """The XLA options of this process's default backend, e.g. `config.train_step_compiler_
+  options` = {'cpu': {...}} → its 'cpu' entry on a CPU host; None if there is none."""
+  options = (options_by_backend or {}).get(jax.default_backend())
+  return dict(options) if options else None
+
+
+def train_step_compiler_options(config: ml_collections.ConfigDict, implementation: str
+                                ) -> dict[str, Any] | None:
+  """`config.train_step_compiler_options` for this backend; None under 'pmap' (see
+  `parallelize`) or when the config has none."""
+  if resolve_implementation(implementation) == 'pmap':
+    return None
+  return backend_compiler_options(config.get('train_step_compiler_options'))
+
+
 def parallelize(step_fn: Callable, *, donate_state: bool = False,
-                implementation: str = 'auto') -> Callable:
+                implementation: str = 'auto',
+                compiler_options: Mapping[str, Any] | None = None) -> Callable:
   """Maps a per-device step over all local devices; the one place that does so.
 
   Args:
@@ -238,16 +256,21 @@ def parallelize(step_fn: Callable, *, donate_state: bool = False,
       `jax.jit(jax.shard_map(...))` over the local devices (single process), which also
       checks that every output is device-invariant (a stage that forgot to reduce its
       collections fails loudly instead of silently keeping device 0's copy).
+    compiler_options: XLA options (`jax.jit(compiler_options=...)`) of the 'vmap' and
+      'shard_map' implementations; `jax.pmap` takes none, so 'pmap' rejects them.
   Returns:
     `fn(state, batch [local_devices, per_device, ...]) -> outputs`, with `state` and
     the outputs unreplicated.
   """
   donate = (0,) if donate_state else ()
   implementation = resolve_implementation(implementation)
+  options = dict(compiler_options) if compiler_options else None
   if implementation == 'vmap':
     return jax.jit(jax.vmap(step_fn, in_axes=(None, 0), out_axes=None, axis_name=AXIS),
-                   donate_argnums=donate)
+                   donate_argnums=donate, compiler_options=options)
   if implementation == 'pmap':
+    if options:
+      raise ValueError(f"implementation='pmap' takes no compiler options, got {options}")
     return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
                     donate_argnums=donate)
   if implementation == 'shard_map':
@@ -262,7 +285,8 @@ def parallelize(step_fn: Callable, *, donate_state: bool = False,
       return step_fn(state, jax.tree.map(lambda x: x[0], batch))
 
     mapped = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(spec(), spec(AXIS)),
-                                   out_specs=spec()), donate_argnums=donate)
+                                   out_specs=spec()), donate_argnums=donate,
+                     compiler_options=options)
     return lambda state, batch: mapped(state, jax.device_put(batch, batch_sharding))
   raise AssertionError(implementation)
 
@@ -428,9 +452,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        f'{restored_meta.get("stage")!r}, not {config.stage!r}')
   meta = make_meta(config, hierarchy, stage)
   implementation = resolve_implementation(config.get('parallelism', 'auto'))
+  step_options = train_step_compiler_options(config, implementation)
+  logging.info('Train step: %s, XLA options %s.', implementation, step_options)
   train_step = parallelize(
       make_train_step(stage, vary_params=implementation == 'shard_map'),
-      donate_state=True, implementation=implementation)
+      donate_state=True, implementation=implementation, compiler_options=step_options)
   eval_step = parallelize(make_eval_step(stage), implementation=implementation)
   schedule = make_schedule(config.optimizer, config.num_train_steps)
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0,

@@ -6,6 +6,10 @@ scripts run end to end on tiny models and report what BENCHMARKS.md reads.
 
 import json
 import math
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 from absl import flags
 import numpy as np
@@ -18,6 +22,7 @@ from bench import roofline
 from bench import training
 
 FLAGS = flags.FLAGS
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 MACHINE_KEYS = {'date', 'cpu_model', 'cpu_cores', 'jax', 'backend', 'device', 'num_devices'}
 
@@ -139,6 +144,30 @@ def test_training(tmp_path):
       2 * d for d in training.SMOKE_SCALING_DEVICES]
   for row in scaling:
     assert_finite_positive(row, ['steps_per_s', 'examples_per_s', 'relative_steps_per_s'])
+
+
+def test_training_steps_alone(tmp_path):
+  """The accelerator-host mode: train steps only, no TFDS, no weak scaling."""
+  report = run_main(training, tmp_path, '--stages=lifter_sparse', '--nohost_pipeline',
+                    '--scaling_devices=')
+  assert [r['stage'] for r in report['train_steps']] == ['lifter_sparse']
+  assert report['host_pipeline'] == [] and report['weak_scaling'] == []
+
+
+def test_bench_and_trainer_import_without_tfds():
+  """Accelerator hosts need not install TFDS (or TensorFlow) to run the speed scripts
+  or the trainer's code: only opening a dataset imports it."""
+  code = textwrap.dedent('''
+      import sys
+      class Block:
+        def find_spec(self, name, path=None, target=None):
+          if name.split('.')[0] in ('tensorflow_datasets', 'tensorflow'):
+            raise ImportError('blocked ' + name)
+      sys.meta_path.insert(0, Block())
+      import bench.training, bench.inference, bench.decoding, bench.roofline
+      import hipart_jax.train, hipart_jax.stages, launch.infer
+      ''')
+  subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)
 
 
 def test_example_cache_gives_the_uncached_batches_and_reads_once():

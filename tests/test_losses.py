@@ -24,7 +24,7 @@ def test_reconstruction_loss_and_distance_by_hand():
 
 
 def _naive_local_alignment(sparse, dense, dense_part, temperature, valid):
-  """Loop-by-loop InfoNCE: anchors and candidates over (sample, part) pairs."""
+  """Loop-by-loop InfoNCE: each (sample, part) anchor against its sample's usable parts."""
   sparse, dense = np.asarray(sparse, np.float64), np.asarray(dense, np.float64)
   batch, num_parts, _ = sparse.shape
   pairs, positives = [], {}
@@ -38,8 +38,9 @@ def _naive_local_alignment(sparse, dense, dense_part, temperature, valid):
   total = 0.0
   for b, i in pairs:
     anchor = sparse[b, i] / np.linalg.norm(sparse[b, i])
-    logits = np.array([anchor @ positives[pair] / temperature for pair in pairs])
-    own = logits[pairs.index((b, i))]
+    candidates = [pair for pair in pairs if pair[0] == b]
+    logits = np.array([anchor @ positives[pair] / temperature for pair in candidates])
+    own = logits[candidates.index((b, i))]
     total += np.log(np.sum(np.exp(logits))) - own
   return total / len(pairs)
 
@@ -63,6 +64,22 @@ def test_local_alignment_matches_naive_loop(with_padding):
     moved[1] += 10.0
   np.testing.assert_allclose(losses.local_alignment_loss(moved, dense, dense_part, 0.3, valid),
                              got, rtol=1e-5)
+
+
+def test_local_alignment_negatives_are_the_same_samples_parts():
+  # Other samples are not negatives: a batch's loss is the mean of its samples' losses
+  # (equal part counts), and repeating the batch changes nothing.
+  rng = np.random.default_rng(2)
+  dense_part = np.array([1, 1, 2, 3, 3])
+  sparse = rng.normal(size=(4, 4, 6)).astype(np.float32)
+  dense = rng.normal(size=(4, 5, 6)).astype(np.float32)
+  whole = losses.local_alignment_loss(sparse, dense, dense_part, 0.2)
+  each = [losses.local_alignment_loss(sparse[b:b + 1], dense[b:b + 1], dense_part, 0.2)
+          for b in range(4)]
+  np.testing.assert_allclose(whole, np.mean(each), rtol=1e-5)
+  repeated = losses.local_alignment_loss(np.concatenate([sparse, sparse]),
+                                         np.concatenate([dense, dense]), dense_part, 0.2)
+  np.testing.assert_allclose(repeated, whole, rtol=1e-5)
 
 
 def test_local_alignment_prefers_aligned_tokens():

@@ -184,6 +184,37 @@ def test_train_step_updates_params_and_collections():
   assert float(metrics_2['rng_sample']) != float(metrics['rng_sample'])
 
 
+def test_train_step_compiler_options_reach_xla():
+  """The config's options for this backend reach XLA (this jaxlib accepts them) and leave
+  the numbers unchanged; pmap takes none."""
+  stage = ToyStage()
+  config = make_config()
+  batch = fake_batch(config)
+  state = train.create_train_state(stage, config, jax.random.key(0),
+                                   jax.tree.map(lambda x: x[0], batch))
+  options = train.train_step_compiler_options(config, 'vmap')
+  assert options == ({'xla_cpu_experimental_ynn_fusion_type':
+                      'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+                     if jax.default_backend() == 'cpu' else None)
+  assert train.train_step_compiler_options(config, 'pmap') is None
+  assert train.backend_compiler_options({'tpu': {'a': 1}, 'gpu': {'a': 1}}) == (
+      None if jax.default_backend() == 'cpu' else {'a': 1})
+  step = train.make_train_step(stage)
+  # An option XLA does not know fails loudly: proof that options are passed through.
+  bad = train.parallelize(step, implementation='vmap',
+                          compiler_options={'xla_no_such_option_hipart': True})
+  with pytest.raises(Exception, match='xla_no_such_option_hipart'):
+    bad(state, batch)
+  with pytest.raises(ValueError, match='pmap'):
+    train.parallelize(step, implementation='pmap', compiler_options={'a': 1})
+  if options:
+    tuned, plain = (train.parallelize(step, implementation='vmap', compiler_options=o)
+                    for o in (options, None))
+    for got, want in zip(jax.tree.leaves(tuned(state, batch)),
+                         jax.tree.leaves(plain(state, batch))):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_schedule_and_weight_decay_mask():
   config = make_config()
   config.optimizer.update(lr=0.1, warmup_steps=10, end_lr_factor=0.01, weight_decay=0.5)

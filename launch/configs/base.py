@@ -26,6 +26,17 @@ def get_config() -> ml_collections.ConfigDict:
   # single device, pmap otherwise), 'pmap', 'shard_map' or 'vmap'.
   config.parallelism = 'auto'
   config.tensorboard = True  # Also needs the `tensorboard` package.
+  # XLA options of the train step, per backend (the process's default backend picks its
+  # entry; not applied under pmap, which takes none). On CPU, XLA hands reductions to
+  # YNNPACK fusions by default; in our train steps (the backward pass's bias, LayerNorm
+  # and softmax reductions over [batch * points, 64-128 channels]) those run slower than
+  # XLA's own loops. Keeping YNNPACK for the matrix products only made train steps
+  # 1.14x (MSST), 1.01x (HiARM), 1.06x (HiPART lifter) and 1.6x (sparse lifter) faster,
+  # side by side on 2 cores; inference gained nothing, so it keeps XLA's defaults
+  # (BENCHMARKS.md, "Training"). XLA's default (jaxlib 0.10) is
+  # 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'.
+  config.train_step_compiler_options = ml_collections.ConfigDict(dict(
+      cpu=dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')))
 
   # Data: the input pipeline's block (TFDS name, splits, input source, augmentation).
   config.dataset = input_pipeline.default_data_config()
