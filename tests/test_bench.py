@@ -12,6 +12,8 @@ import sys
 import textwrap
 
 from absl import flags
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -106,6 +108,20 @@ def test_hlo_dots_and_ceiling_of_a_known_program():
   assert 0 < fields['dot_flops_fraction'] <= 1
   assert_finite_positive(fields, ['efficiency_ceiling', 'dot_efficiency'])
   assert roofline.ceiling_fields(stats, 1e9, enabled=False)['efficiency_ceiling'] is None
+
+
+def test_lowered_flops_without_a_pre_compilation_analysis(monkeypatch):
+  """GPU backends (PJRT plugins) give no cost analysis before compilation: the count
+  then comes from the compiled program, never a silent 0."""
+  matmul = jax.jit(jnp.matmul)
+  a = jnp.ones((8, 16))
+  b = jnp.ones((16, 4))
+  assert common.lowered_flops(matmul, a, b) == 2 * 8 * 16 * 4
+  monkeypatch.setattr(jax.stages.Lowered, 'cost_analysis', lambda self: None)
+  assert common.lowered_flops(matmul, a, b) == 2 * 8 * 16 * 4
+  monkeypatch.setattr(jax.stages.Compiled, 'cost_analysis', lambda self: {})
+  with pytest.raises(RuntimeError, match='no FLOP count'):
+    common.lowered_flops(matmul, a, b)
 
 
 def test_format_table_aligns_columns():
