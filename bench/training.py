@@ -330,8 +330,8 @@ def run_scaling(prefix: str, name: str, per_device: int, device_counts: list[int
 
 
 def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: str | None,
-        host_pipeline: bool, host_batches: int, scaling_stage: str, per_device: int, scaling_devices: list[int],
-        smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
+        host_pipeline: bool, host_batches: int, scaling_stage: str, per_device: int,
+        scaling_devices: list[int], smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
   """The training report (see the module docstring)."""
   roofline = roofline_lib.smoke_roofline() if smoke else roofline_lib.measure_roofline(
       repeats=repeats)
