@@ -222,21 +222,15 @@ def resolve_implementation(implementation: str) -> str:
   return implementation
 
 
-def backend_compiler_options(options_by_backend: Mapping[str, Mapping[str, Any]] | None
-                             ) -> dict[str, Any] | None:
-  """The XLA options of this process's default backend, e.g. `config.train_step_compiler_
-  options` = {'cpu': {...}} → its 'cpu' entry on a CPU host; None if there is none."""
-  options = (options_by_backend or {}).get(jax.default_backend())
-  return dict(options) if options else None
-
-
 def train_step_compiler_options(config: ml_collections.ConfigDict, implementation: str
                                 ) -> dict[str, Any] | None:
-  """`config.train_step_compiler_options` for this backend; None under 'pmap' (see
-  `parallelize`) or when the config has none."""
+  """The XLA options of the train step: `config.train_step_compiler_options`' entry for
+  this process's default backend (e.g. {'cpu': {...}} → the 'cpu' dict on a CPU host).
+  None when there is none, and under 'pmap', which takes none (see `parallelize`)."""
   if resolve_implementation(implementation) == 'pmap':
     return None
-  return backend_compiler_options(config.get('train_step_compiler_options'))
+  options = (config.get('train_step_compiler_options') or {}).get(jax.default_backend())
+  return dict(options) if options else None
 
 
 def parallelize(step_fn: Callable, *, donate_state: bool = False,

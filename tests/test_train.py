@@ -197,7 +197,9 @@ def test_train_step_compiler_options_reach_xla():
                       'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
                      if jax.default_backend() == 'cpu' else None)
   assert train.train_step_compiler_options(config, 'pmap') is None
-  assert train.backend_compiler_options({'tpu': {'a': 1}, 'gpu': {'a': 1}}) == (
+  elsewhere = make_config()
+  elsewhere.train_step_compiler_options = {'tpu': {'a': 1}, 'gpu': {'a': 1}}
+  assert train.train_step_compiler_options(elsewhere, 'vmap') == (
       None if jax.default_backend() == 'cpu' else {'a': 1})
   step = train.make_train_step(stage)
   # An option XLA does not know fails loudly: proof that options are passed through.
