@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 from absl import flags
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,14 +31,21 @@ MACHINE_KEYS = {'date', 'cpu_model', 'cpu_cores', 'jax', 'backend', 'device', 'n
 
 
 def run_main(module, tmp_path, *extra):
-  """Runs `module.main` with --smoke and returns the JSON it wrote."""
+  """Runs `module.main` with --smoke and returns the JSON it wrote.
+
+  Unparsing the flags sets absl's logger to WARNING; its level is put back afterwards,
+  so later tests in the same worker still see INFO records (caplog).
+  """
   output = tmp_path / f'{module.__name__.split(".")[-1]}.json'
+  absl_logger = absl_logging.get_absl_logger()
+  level = absl_logger.level
   FLAGS.unparse_flags()
   FLAGS(['bench', '--smoke', f'--output={output}', *extra])
   try:
     module.main(['bench'])
   finally:
     FLAGS.unparse_flags()
+    absl_logger.setLevel(level)
   return json.loads(output.read_text())
 
 
