@@ -86,17 +86,49 @@ def _apply(name, train, variables, sparse, dense, fine, valid=None):
   return _jitted_apply(name, train)(variables, sparse, dense, fine, valid)
 
 
-def test_mixer_block_mixes_across_points():
-  block = mixer.MixerBlock(num_tokens=5, token_hidden=4, channel_hidden=6)
+def _reference_mixer_stack(params, x):
+  """MixerStack written out on [B, N, C] arrays (the textbook layout), no dropout."""
+
+  def norm(p, v):
+    mean = v.mean(-1, keepdims=True)
+    var = ((v - mean)**2).mean(-1, keepdims=True)
+    return (v - mean) / np.sqrt(var + 1e-6) * p['scale'] + p['bias']
+
+  def mlp(p, v):
+    h = jax.nn.gelu(v @ p['hidden']['kernel'] + p['hidden']['bias'])
+    return h @ p['output']['kernel'] + p['output']['bias']
+
+  blocks = sorted(k for k in params if k.startswith('block_'))
+  for name in blocks:
+    p = params[name]
+    tokens = mlp(p['token_mlp'], np.swapaxes(norm(p['token_norm'], x), 1, 2))
+    x = x + np.swapaxes(tokens, 1, 2)
+    x = x + mlp(p['channel_mlp'], norm(p['channel_norm'], x))
+  return norm(params['final_norm'], x)
+
+
+def test_mixer_stack_mixes_across_points_as_the_reference():
+  stack = mixer.MixerStack(num_tokens=5, num_blocks=2, token_hidden=4, channel_hidden=6)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)), jnp.float32)
-  variables = jax.jit(functools.partial(block.init, train=False))(jax.random.key(1), x)
-  apply = jax.jit(functools.partial(block.apply, train=False))
+  variables = jax.jit(functools.partial(stack.init, train=False))(jax.random.key(1), x)
+  apply = jax.jit(functools.partial(stack.apply, train=False))
   y = apply(variables, x)
   assert y.shape == x.shape
-  moved = apply(variables, x.at[:, 0].add(jnp.arange(3.0)))
-  assert float(jnp.abs(moved[:, 1:] - y[:, 1:]).max()) > 1e-4  # point 0 reaches others
+  # The rows layout inside the stack is the same function as the [B, N, C] formulas.
+  np.testing.assert_allclose(y, _reference_mixer_stack(variables['params'], x),
+                             rtol=1e-4, atol=1e-4)
+  moved = apply(variables, x.at[0, 0].add(jnp.arange(3.0)))
+  assert float(jnp.abs(moved[0, 1:] - y[0, 1:]).max()) > 1e-4  # point 0 reaches others
+  assert float(jnp.abs(moved[1:] - y[1:]).max()) == 0.0  # examples stay apart
   with pytest.raises(AssertionError):
     apply(variables, x[:, :4])
+
+
+def test_mixer_block_rejects_partial_examples():
+  block = mixer.MixerBlock(num_tokens=5, token_hidden=4, channel_hidden=6)
+  with pytest.raises(ValueError, match='not a whole number of examples'):
+    jax.eval_shape(functools.partial(block.init, train=False), jax.random.key(0),
+                   jnp.zeros((12, 3)))
 
 
 @pytest.mark.parametrize('name', sorted(HIERARCHIES))
