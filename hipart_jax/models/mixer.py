@@ -10,7 +10,7 @@ of example b), and only the token MLP sees them as [B * C, N]. Every LayerNorm a
 then works on a 2-D array, so its parameter gradient is a sum over one axis. XLA:CPU
 splits a sum over the two axes of [B, N, C] into 32 x 32 windows that run about 4x
 slower (1.7 vs 0.4 ms for a [128, 96, 128] gradient on one core). Same parameters, same
-outputs; side by side the MSST train step runs about 1.09x faster and MSST decoding at
+outputs; side by side the MSST train step runs 1.05-1.09x faster and MSST decoding at
 batch 1024 1.29x (BENCHMARKS.md, change 9).
 """
 
