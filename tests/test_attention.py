@@ -1,4 +1,4 @@
-"""Batch-chunked attention equals flax's dot-product attention."""
+"""Batch-chunked attention equals flax's dot-product attention, gradients included."""
 
 import flax.linen as nn
 import jax
@@ -9,25 +9,60 @@ import pytest
 from hipart_jax.models import attention
 
 
-@pytest.mark.parametrize('batch, chunk', [(5, 2), (4, 4), (3, 8)])
-def test_matches_dot_product_attention(batch, chunk):
+def _inputs(batch, points, heads=2, depth=4):
   keys = jax.random.split(jax.random.key(0), 3)
-  query, key, value = (jax.random.normal(k, (batch, 7, 2, 4)) for k in keys)
-  mask = jnp.asarray(np.random.default_rng(0).random((1, 1, 7, 7)) > 0.3) | jnp.eye(7, dtype=bool)
+  return tuple(jax.random.normal(k, (batch, points, heads, depth)) for k in keys)
+
+
+def _mask(points):
+  rng = np.random.default_rng(0)
+  return jnp.asarray(rng.random((1, 1, points, points)) > 0.3) | jnp.eye(points, dtype=bool)
+
+
+@pytest.mark.parametrize('batch, chunk, points', [(5, 2, 7), (4, 4, 7), (3, 8, 7),
+                                                  (3, 2, 45)])
+def test_matches_dot_product_attention(batch, chunk, points):
+  query, key, value = _inputs(batch, points)
+  mask = _mask(points)
   expected = nn.dot_product_attention(query, key, value, mask=mask)
   got = jax.jit(attention.batch_chunked_attention(chunk))(query, key, value, mask=mask)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_dropout_is_drawn_and_zero_chunk_is_flax():
+def test_gradients_match_dot_product_attention():
+  # Large logits: the row-max shift matters, and its stopped gradient must not change
+  # the result's gradient.
+  query, key, value = (8.0 * x for x in _inputs(3, 45))
+  mask = _mask(45)
+  weights = jax.random.normal(jax.random.key(1), query.shape)
+  chunked = attention.batch_chunked_attention(2)
+  loss = lambda fn: lambda q, k, v: jnp.sum(weights * fn(q, k, v, mask=mask))
+  expected = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(query, key, value)
+  got = jax.jit(jax.grad(loss(chunked), argnums=(0, 1, 2)))(query, key, value)
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
+
+
+@pytest.mark.parametrize('broadcast', [True, False])
+def test_dropout_matches_flax_per_example(broadcast):
+  query, key, value = _inputs(4, 9)
+  rng = jax.random.key(1)
+  got = attention.batch_chunked_attention(2)(query, key, value, dropout_rng=rng,
+                                             dropout_rate=0.5, broadcast_dropout=broadcast,
+                                             deterministic=False)
+  expected = jnp.concatenate([
+      nn.dot_product_attention(query[i:i + 1], key[i:i + 1], value[i:i + 1],
+                               dropout_rng=example_rng, dropout_rate=0.5,
+                               broadcast_dropout=broadcast, deterministic=False)
+      for i, example_rng in enumerate(jax.random.split(rng, 4))])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  plain = attention.batch_chunked_attention(2)(query, key, value, deterministic=True)
+  assert not np.allclose(got, plain)
+
+
+def test_zero_chunk_is_flax_and_negative_chunk_is_refused():
   assert attention.batch_chunked_attention(0) is nn.dot_product_attention
-  query = jnp.ones((4, 3, 1, 2))
-  fn = attention.batch_chunked_attention(2)
-  kept = fn(query, query, query, dropout_rng=jax.random.key(1), dropout_rate=0.5,
-            deterministic=False)
-  plain = fn(query, query, query, deterministic=True)
-  assert not np.allclose(kept, plain)
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match='chunk_size'):
     attention.batch_chunked_attention(-1)
 
 

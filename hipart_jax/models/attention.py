@@ -7,8 +7,15 @@ at memory (and first-touch page-fault) speed and the batched [N, Dh] x [Dh, N] p
 are too small to amortize it. Evaluating the attention a few examples at a time
 (`lax.map` with `batch_size`) keeps the temporaries in cache and reuses one buffer for
 every chunk: the lifter at B = 1024 runs 3.7x faster on 2 CPU cores, the whole pipeline
-1.7x, with identical results (BENCHMARKS.md). Training steps at B = 128 gain nothing
-(and 17 points lose 10%), and on GPU/TPU chunking only serializes work: use 0 there.
+1.7x (BENCHMARKS.md). On GPU/TPU chunking only serializes work: use 0 there.
+
+Inside a chunk the softmax is normalized after the value product (`attend`): the
+weights' row sums come out of the same product as an extra value column, so no pass
+over the [H, N, N] weights sums or divides them, and the backward pass has no row
+reduction either. With 178 points and 16 channels per head those passes cost about as
+much as the products themselves; the HiPART lifter's train step runs 1.15x faster
+(BENCHMARKS.md, change 10). The results equal `nn.dot_product_attention`'s up to float
+rounding, gradients included (`tests/test_attention.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,44 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
+
+
+def attend(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray,
+           mask: jnp.ndarray | None = None, dropout_rng: jax.Array | None = None,
+           dropout_rate: float = 0.0, broadcast_dropout: bool = True,
+           precision: Any = None) -> jnp.ndarray:
+  """Softmax attention, normalized after the value product.
+
+  Args:
+    query: [B, Nq, H, Dh]; key: [B, Nk, H, Dh]; value: [B, Nk, H, Dv].
+    mask: bool, broadcastable to [B, H, Nq, Nk]; False entries get no weight (a row
+      with none left attends uniformly, as in `nn.dot_product_attention`).
+    dropout_rng: drop attention weights (after normalization, scaled by
+      1 / (1 - dropout_rate)) with this key; None: no dropout.
+    broadcast_dropout: one dropout mask for the whole batch and all heads.
+  Returns:
+    [B, Nq, H, Dv], `nn.dot_product_attention`'s result.
+  """
+  depth = query.shape[-1]
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query / jnp.sqrt(depth).astype(query.dtype), key,
+                      precision=precision)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  # Unnormalized softmax; shifting by the row max changes no result, only the range.
+  weights = jnp.exp(logits - lax.stop_gradient(jnp.max(logits, -1, keepdims=True)))
+  if dropout_rng is None:
+    ones = jnp.ones(value.shape[:-1] + (1,), value.dtype)
+    both = jnp.einsum('bhqk,bkhd->bqhd', weights, jnp.concatenate([value, ones], -1),
+                      precision=precision)
+    return both[..., :-1] / both[..., -1:]
+  keep_prob = 1.0 - dropout_rate
+  shape = (1, 1) + weights.shape[-2:] if broadcast_dropout else weights.shape
+  keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
+  kept = weights * (keep.astype(weights.dtype) / keep_prob)
+  numerator = jnp.einsum('bhqk,bkhd->bqhd', kept, value, precision=precision)
+  return numerator / jnp.swapaxes(jnp.sum(weights, -1), 1, 2)[..., None]
 
 
 def batch_chunked_attention(chunk_size: int) -> Callable[..., jnp.ndarray]:
@@ -39,23 +83,22 @@ def batch_chunked_attention(chunk_size: int) -> Callable[..., jnp.ndarray]:
 
   def attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
                 broadcast_dropout=True, deterministic=False, dtype=None, precision=None):
+    if dtype is not None:
+      query, key, value = (x.astype(dtype) for x in (query, key, value))
     batch = query.shape[0]
-    use_dropout = not deterministic and dropout_rate > 0.0
     per_example: dict[str, Any] = dict(query=query, key=key, value=value)
     if mask is not None:
       per_example['mask'] = jnp.broadcast_to(mask, (batch,) + mask.shape[1:])
-    if use_dropout:
-      per_example['rng'] = jax.random.split(dropout_rng, batch)
+    if not deterministic and dropout_rate > 0.0:
+      per_example['dropout_rng'] = jax.random.split(dropout_rng, batch)
 
-    def one(example):
-      add_batch = lambda x: None if x is None else x[None]
-      return nn.dot_product_attention(
-          add_batch(example['query']), add_batch(example['key']),
-          add_batch(example['value']), mask=add_batch(example.get('mask')),
-          dropout_rng=example.get('rng'), dropout_rate=dropout_rate,
-          broadcast_dropout=broadcast_dropout, deterministic=not use_dropout, dtype=dtype,
-          precision=precision)[0]
+    def one(example):  # One example as a batch of one: faster on XLA:CPU than calling
+      # `attend` on whole chunks (measured: 1.6x in the forward pass at chunk 8).
+      arrays = {name: x[None] for name, x in example.items() if name != 'dropout_rng'}
+      return attend(**arrays, dropout_rng=example.get('dropout_rng'),
+                    dropout_rate=dropout_rate, broadcast_dropout=broadcast_dropout,
+                    precision=precision)[0]
 
-    return jax.lax.map(one, per_example, batch_size=min(chunk_size, batch))
+    return lax.map(one, per_example, batch_size=min(chunk_size, batch))
 
   return attention

@@ -15,12 +15,13 @@ from launch.configs import base
 
 
 def lifter_model(mode: str) -> ml_collections.ConfigDict:
-  # attention_batch_chunk: with the hierarchy (178 points) the attention runs 8 examples at
+  # attention_batch_chunk: with the hierarchy (178 points) the attention runs 4 examples at
   # a time, which keeps its [B, 4, 178, 178] temporaries in the CPU caches: 1.7x faster
-  # inference at batch 1024 (BENCHMARKS.md). 17 points need no chunking. 0 on GPU/TPU.
+  # inference at batch 1024 than unchunked, and 4 trains 1.03x faster than 8 (BENCHMARKS.md,
+  # changes 3 and 10). 17 points need no chunking. 0 on GPU/TPU.
   return ml_collections.ConfigDict(dict(
       mode=mode, width=64, depth=3, num_heads=4, mlp_ratio=2, dropout=0.0,
-      attention_batch_chunk=0 if mode == 'sparse' else 8))
+      attention_batch_chunk=0 if mode == 'sparse' else 4))
 
 
 def get_config(mode: str = 'hierarchical') -> ml_collections.ConfigDict:
