@@ -12,10 +12,12 @@ every chunk: the lifter at B = 1024 runs 3.7x faster on 2 CPU cores, the whole p
 Inside a chunk the softmax is normalized after the value product (`attend`): the
 weights' row sums come out of the same product as an extra value column, so no pass
 over the [H, N, N] weights sums or divides them, and the backward pass has no row
-reduction either. With 178 points and 16 channels per head those passes cost about as
-much as the products themselves; the HiPART lifter's train step runs 1.15x faster
-(BENCHMARKS.md, change 10). The results equal `nn.dot_product_attention`'s up to float
-rounding, gradients included (`tests/test_attention.py`).
+reduction either. XLA:CPU splits each reduction over 178 keys into padded 32-wide
+windows; they were 11 % of the lifter's train step. The HiPART lifter's train step
+runs 1.05-1.10x faster on 2 CPU cores, 1.15x on one (BENCHMARKS.md, change 10); the
+forward pass alone gains nothing on 2 cores, and unchunked it is slower, so chunk size
+0 keeps flax's function. The results equal `nn.dot_product_attention`'s up to float
+rounding, gradients and dropout included (`tests/test_attention.py`).
 """
 
 from __future__ import annotations
