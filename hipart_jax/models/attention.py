@@ -14,7 +14,7 @@ weights' row sums come out of the same product as an extra value column, so no p
 over the [H, N, N] weights sums or divides them, and the backward pass has no row
 reduction either. XLA:CPU splits each reduction over 178 keys into padded 32-wide
 windows; they were 11 % of the lifter's train step. The HiPART lifter's train step
-runs 1.05-1.10x faster on 2 CPU cores, 1.15x on one (BENCHMARKS.md, change 10); the
+runs 1.08x faster on 2 CPU cores, 1.16x on one (BENCHMARKS.md, change 10); the
 forward pass alone gains nothing on 2 cores, and unchunked it is slower, so chunk size
 0 keeps flax's function. The results equal `nn.dot_product_attention`'s up to float
 rounding, gradients and dropout included (`tests/test_attention.py`).
@@ -46,24 +46,27 @@ def attend(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray,
   Returns:
     [B, Nq, H, Dv], `nn.dot_product_attention`'s result.
   """
-  depth = query.shape[-1]
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query / jnp.sqrt(depth).astype(query.dtype), key,
-                      precision=precision)
+  # Head-major operands, [B, H, N, D]: 1.02-1.06x faster than batch-major einsums here
+  # (BENCHMARKS.md, change 10), as in HiARM.
+  head_major = lambda x: jnp.swapaxes(x, 1, 2)
+  query = head_major(query / jnp.sqrt(query.shape[-1]).astype(query.dtype))
+  key, value = head_major(key), head_major(value)
+  logits = jnp.einsum('bhqd,bhkd->bhqk', query, key, precision=precision)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   # Unnormalized softmax; shifting by the row max changes no result, only the range.
   weights = jnp.exp(logits - lax.stop_gradient(jnp.max(logits, -1, keepdims=True)))
   if dropout_rng is None:
     ones = jnp.ones(value.shape[:-1] + (1,), value.dtype)
-    both = jnp.einsum('bhqk,bkhd->bqhd', weights, jnp.concatenate([value, ones], -1),
+    both = jnp.einsum('bhqk,bhkd->bhqd', weights, jnp.concatenate([value, ones], -1),
                       precision=precision)
-    return both[..., :-1] / both[..., -1:]
+    return head_major(both[..., :-1] / both[..., -1:])
   keep_prob = 1.0 - dropout_rate
   shape = (1, 1) + weights.shape[-2:] if broadcast_dropout else weights.shape
   keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
   kept = weights * (keep.astype(weights.dtype) / keep_prob)
-  numerator = jnp.einsum('bhqk,bkhd->bqhd', kept, value, precision=precision)
-  return numerator / jnp.swapaxes(jnp.sum(weights, -1), 1, 2)[..., None]
+  numerator = jnp.einsum('bhqk,bhkd->bhqd', kept, value, precision=precision)
+  return head_major(numerator / jnp.sum(weights, -1, keepdims=True))
 
 
 def batch_chunked_attention(chunk_size: int) -> Callable[..., jnp.ndarray]:
