@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -36,11 +36,23 @@ def default_sizes() -> tuple[int, ...]:
   return CPU_SIZES if jax.default_backend() == 'cpu' else ACCELERATOR_SIZES
 
 
-def _matmul_seconds(size: int, dtype: str, repeats: int, min_time: float) -> float:
+def matmul_thunk(size: int, dtype: str = 'float32') -> Callable[[], jax.Array]:
+  """A thunk running `jit(A @ B)` on [size, size] random matrices (2 size^3 FLOPs)."""
   keys = jax.random.split(jax.random.key(size), 2)
   a, b = (jax.random.normal(k, (size, size), jnp.dtype(dtype)) for k in keys)
   matmul = jax.jit(jnp.matmul)
-  return common.time_call(lambda: matmul(a, b), repeats=repeats, min_time=min_time)['best_s']
+  return lambda: matmul(a, b)
+
+
+def peak_size(roofline: Mapping[str, Any], dtype: str = 'float32') -> int:
+  """The matrix size at which `roofline` (a `measure_roofline` report) found the peak."""
+  rows = [r for r in roofline['matmul'] if r['dtype'] == dtype]
+  return max(rows, key=lambda r: r['gflops_per_s'])['size']
+
+
+def _matmul_seconds(size: int, dtype: str, repeats: int, min_time: float) -> float:
+  return common.time_call(matmul_thunk(size, dtype), repeats=repeats,
+                          min_time=min_time)['best_s']
 
 
 def _bandwidth(elements: int, repeats: int, min_time: float) -> float:

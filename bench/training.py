@@ -10,8 +10,10 @@ On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps 
    config's batch size: the real `train.make_train_step` under `train.parallelize`
    (state donated, as the trainer runs it) on one device, fed a fixed random batch.
    Reports steps/s, examples/s, compile time, FLOPs and efficiency (÷ the float32 matmul
-   peak measured in this process). Earlier stages are randomly initialized and saved as
-   checkpoints in a temporary directory, so the stages load them as in a real run.
+   peak measured in this process; efficiency_alongside ÷ the peak's product timed
+   round-robin with the step, so both see the same load on a shared machine). Earlier
+   stages are randomly initialized and saved as checkpoints in a temporary directory,
+   so the stages load them as in a real run.
 2. Host input pipeline. `input_pipeline.TrainBatches` over the TFDS `synthetic_poses`
    source named by the stage config (`tfds.data_source`, array_record), with each stage's
    augmentation: seconds per batch of the first epoch, split into reading (TFDS
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from absl import app
 from absl import flags
@@ -158,15 +160,24 @@ def compile_step(stage, stage_name: str, config, state, batch, smoke: bool
   return stats
 
 
-def time_steps(step, state, batches: Iterator, *, repeats: int, min_time: float):
-  """Times a donating step fed from an iterator; returns (timing dict, final state)."""
+def time_steps(step, state, batches: Iterator, *, repeats: int, min_time: float,
+               alongside: Callable[[], Any] | None = None):
+  """Times a donating step fed from an iterator; returns (timing dict, final state).
+
+  With `alongside`, that thunk is timed round-robin with the step (`time_interleaved`)
+  and its timing is returned under the key 'alongside'.
+  """
   holder = [state]
 
   def one():
     holder[0], metrics = step(holder[0], next(batches))
     return metrics
 
-  return common.time_call(one, repeats=repeats, min_time=min_time), holder[0]
+  if alongside is None:
+    return common.time_call(one, repeats=repeats, min_time=min_time), holder[0]
+  timings = common.time_interleaved({'step': one, 'alongside': alongside}, repeats=repeats,
+                                    min_time=min_time)
+  return dict(timings['step'], alongside=timings['alongside']), holder[0]
 
 
 def repeat_forever(value):
@@ -175,8 +186,14 @@ def repeat_forever(value):
 
 
 def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *,
-                  smoke: bool, repeats: int, min_time: float) -> tuple[dict[str, Any], Any]:
-  """Steps/s and efficiency of one stage's train step; returns (row, stage objects)."""
+                  smoke: bool, repeats: int, min_time: float, peak_matmul_size: int
+                  ) -> tuple[dict[str, Any], Any]:
+  """Steps/s and efficiency of one stage's train step; returns (row, stage objects).
+
+  The float32 product of `peak_matmul_size` (the roofline's peak) is timed round-robin
+  with the step: 'efficiency_alongside' divides by that peak, measured in the same
+  minutes as the step, so a slow spell of a shared machine affects both.
+  """
   config, stage = make_stage(prefix, name, hierarchy, frozen_dirs, smoke)
   num_actions = config.model.get('num_actions', 1)
   batch = device_batch(common.random_batch(np.random.default_rng(0), hierarchy,
@@ -186,14 +203,18 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
   cost = compile_step(stage, name, config, state, batch, smoke)
   step = cost['compiled']
   timing, state = time_steps(step, state, repeat_forever(batch), repeats=repeats,
-                             min_time=min_time)
+                             min_time=min_time,
+                             alongside=roofline_lib.matmul_thunk(peak_matmul_size))
   seconds = timing['best_s']
+  peak_alongside = 2.0 * peak_matmul_size**3 / timing['alongside']['best_s']
   row = dict(stage=name, batch_size=config.batch_size, seconds=seconds,
              median_seconds=timing['median_s'], steps_per_s=1 / seconds,
              examples_per_s=config.batch_size / seconds,
              compile_s=cost['compile_s'],
              flops=cost['flops'], gflops_per_s=cost['flops'] / seconds / 1e9,
              efficiency=common.efficiency(cost['flops'], seconds, peak),
+             peak_alongside_gflops_per_s=peak_alongside / 1e9,
+             efficiency_alongside=common.efficiency(cost['flops'], seconds, peak_alongside),
              peak_memory_bytes=cost['peak_memory_bytes'],
              parameters=common.count_parameters(state.params),
              **roofline_lib.ceiling_fields(cost, peak,
@@ -346,7 +367,7 @@ def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: s
       logging.info('Train step of %s.', name)
       row, (config, _, step, state) = measure_stage(
           prefix, name, hierarchy, needed, peak, smoke=smoke, repeats=repeats,
-          min_time=min_time)
+          min_time=min_time, peak_matmul_size=roofline_lib.peak_size(roofline))
       rows.append(row)
       if host_pipeline:
         host_rows.append(measure_host(config, name, dataset, data_dir, host_batches, step,
@@ -364,8 +385,8 @@ def tables(report: dict[str, Any]) -> list[str]:
       roofline_lib.roofline_table(report['roofline']),
       common.format_table(report['train_steps'],
                           ['stage', 'batch_size', 'seconds', 'steps_per_s', 'examples_per_s',
-                           'compile_s', 'gflops_per_s', 'efficiency', 'efficiency_ceiling',
-                           'dot_flops_fraction', 'peak_memory_bytes'],
+                           'compile_s', 'gflops_per_s', 'efficiency', 'efficiency_alongside',
+                           'efficiency_ceiling', 'dot_flops_fraction', 'peak_memory_bytes'],
                           'Train step (one device, donated state, fixed batch)')]
   if report['host_pipeline']:
     out.append(common.format_table(

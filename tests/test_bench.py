@@ -153,7 +153,9 @@ def test_training(tmp_path):
   assert [r['stage'] for r in steps] == list(training.SMOKE_STAGES)
   for row in steps:
     assert_finite_positive(row, ['seconds', 'steps_per_s', 'examples_per_s', 'compile_s',
-                                 'flops', 'efficiency', 'peak_memory_bytes', 'parameters'])
+                                 'flops', 'efficiency', 'efficiency_alongside',
+                                 'peak_alongside_gflops_per_s', 'peak_memory_bytes',
+                                 'parameters'])
   host = report['host_pipeline']
   assert [r['stage'] for r in host] == list(training.SMOKE_STAGES)
   for row in host:
