@@ -36,8 +36,13 @@ def default_sizes() -> tuple[int, ...]:
   return CPU_SIZES if jax.default_backend() == 'cpu' else ACCELERATOR_SIZES
 
 
+def matmul_flops(size: int) -> float:
+  """FLOPs of one [size, size] x [size, size] product."""
+  return 2.0 * size**3
+
+
 def matmul_thunk(size: int, dtype: str = 'float32') -> Callable[[], jax.Array]:
-  """A thunk running `jit(A @ B)` on [size, size] random matrices (2 size^3 FLOPs)."""
+  """A thunk running `jit(A @ B)` on [size, size] random matrices (`matmul_flops`)."""
   keys = jax.random.split(jax.random.key(size), 2)
   a, b = (jax.random.normal(k, (size, size), jnp.dtype(dtype)) for k in keys)
   matmul = jax.jit(jnp.matmul)
@@ -95,7 +100,7 @@ def measure_roofline(sizes: Sequence[int] | None = None, dtypes: Sequence[str] =
   for dtype in dtypes:
     for size in sizes:
       seconds = _matmul_seconds(size, dtype, repeats, min_time)
-      flops_per_s = 2.0 * size**3 / seconds
+      flops_per_s = matmul_flops(size) / seconds
       rows.append(dict(dtype=dtype, size=size, seconds=seconds,
                        gflops_per_s=flops_per_s / 1e9))
       peaks[dtype] = max(peaks.get(dtype, 0.0), flops_per_s)

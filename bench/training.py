@@ -206,7 +206,8 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
                              min_time=min_time,
                              alongside=roofline_lib.matmul_thunk(peak_matmul_size))
   seconds = timing['best_s']
-  peak_alongside = 2.0 * peak_matmul_size**3 / timing['alongside']['best_s']
+  peak_alongside = (roofline_lib.matmul_flops(peak_matmul_size)
+                    / timing['alongside']['best_s'])
   row = dict(stage=name, batch_size=config.batch_size, seconds=seconds,
              median_seconds=timing['median_s'], steps_per_s=1 / seconds,
              examples_per_s=config.batch_size / seconds,
