@@ -8,7 +8,10 @@ On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps 
 
 1. Train steps. For each stage (msst, hiarm, lifter hierarchical, lifter sparse) at its
    config's batch size: the real `train.make_train_step` under `train.parallelize`
-   (state donated, as the trainer runs it) on one device, fed a fixed random batch.
+   (state donated, the config's XLA options and microbatches, as the trainer runs it),
+   fed a fixed random batch, on as many CPU devices as the config's `cpu_devices` asks
+   (launch/cpu_devices.py; the process gets the most any stage asks for, and a
+   one-device stage runs on the first), or every local GPU/TPU device.
    Reports steps/s, examples/s, compile time, FLOPs and efficiency (÷ the float32 matmul
    peak measured in this process; efficiency_alongside ÷ the peak's product timed
    round-robin with the step, so both see the same load on a shared machine). Earlier
@@ -43,6 +46,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 import numpy as np
 
 from bench import common
@@ -53,6 +57,7 @@ from hipart_jax import input_pipeline
 from hipart_jax import skeleton
 from hipart_jax import stages
 from hipart_jax import train
+from launch import cpu_devices
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory of the host '
                                 'pipeline benchmark (built there if missing).')
@@ -133,30 +138,55 @@ def device_batch(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np
   return input_pipeline.shard_for_devices(batch, num_devices)
 
 
+def stage_devices(config, smoke: bool) -> int:
+  """Devices a stage's train step is mapped over: on a CPU host the config's
+  `cpu_devices` (launch/cpu_devices.py; smoke runs keep one), else every local device."""
+  if jax.default_backend() != 'cpu':
+    return jax.local_device_count()
+  count = 1 if smoke else cpu_devices.resolve(config.get('cpu_devices', 1))
+  if count not in (1, jax.local_device_count()):
+    raise ValueError(f'config.cpu_devices asks for {count} CPU devices; this process has '
+                     f'{jax.local_device_count()} (main() creates the most any stage asks '
+                     'for)')
+  return count
+
+
 def compile_step(stage, stage_name: str, config, state, batch, smoke: bool
                  ) -> dict[str, Any]:
-  """Compiles the trainer's step (donated state, the config's XLA options) once:
-  executable, FLOPs and memory."""
-  implementation = train.resolve_implementation(config.get('parallelism', 'auto'))
+  """Compiles the trainer's step (donated state, the config's XLA options and
+  microbatches) once: executable, FLOPs and memory.
+
+  `batch` is [devices, per_device, ...]: one device runs the step under 'vmap', several
+  under the config's parallelism. FLOPs are always counted on one device, whole batch.
+  """
+  devices = jax.tree.leaves(batch)[0].shape[0]
+  implementation = ('vmap' if devices == 1 else
+                    train.resolve_implementation(config.get('parallelism', 'auto')))
+  microbatch_size = train.train_step_microbatch_size(config)
+  make = lambda: train.make_train_step(stage, microbatch_size=microbatch_size,
+                                       vary_params=implementation == 'shard_map')
   step = train.parallelize(
-      train.make_train_step(stage), donate_state=True, implementation=implementation,
+      make(), donate_state=True, implementation=implementation,
       compiler_options=train.train_step_compiler_options(config, implementation))
   if not hasattr(step, 'lower'):  # 'shard_map' returns a plain wrapper: count via pmap.
-    step = train.parallelize(train.make_train_step(stage), donate_state=True,
-                             implementation='pmap')
+    step = train.parallelize(train.make_train_step(stage, microbatch_size=microbatch_size),
+                             donate_state=True, implementation='pmap')
   stats = common.compile_stats(step, state, batch,
                                compiler_options=common.compiler_options(smoke))
-  if stage_name == 'lifter_hierarchical':  # Generation is a scan inside the step.
-    per_device = jax.tree.leaves(batch)[0].shape[1]
-    stats['flops'] += decoding_bench.uncounted_scan_flops(
-        stage.hiarm, stage.frozen['frozen_hiarm'], per_device)
+  # The same step with every loop body counted once only, on one device: the chunked
+  # attention (a `lax.map`) unchunked, the whole batch at once (no microbatch scan);
+  # generation (a scan inside the hierarchical lifter's step) corrected separately.
+  whole = jax.tree.map(lambda x: x.reshape((1, -1) + x.shape[2:]), batch)
+  plain = copy.copy(stage)
   if getattr(getattr(stage, 'model', None), 'attention_batch_chunk', 0):
-    # A chunked attention is a `lax.map`, counted once: count the same step unchunked.
-    unchunked = copy.copy(stage)
-    unchunked.model = stage.model.clone(attention_batch_chunk=0)
-    count = lambda s: common.lowered_flops(
-        train.parallelize(train.make_train_step(s), implementation='vmap'), state, batch)
-    stats['flops'] += count(unchunked) - count(stage)
+    plain.model = stage.model.clone(attention_batch_chunk=0)
+  stats['flops'] = common.lowered_flops(
+      train.parallelize(train.make_train_step(plain), implementation='vmap'), state, whole)
+  if stage_name == 'lifter_hierarchical':
+    stats['flops'] += decoding_bench.uncounted_scan_flops(
+        stage.hiarm, stage.frozen['frozen_hiarm'], jax.tree.leaves(whole)[0].shape[1])
+  stats.update(microbatch_size=microbatch_size, devices=devices,
+               implementation=implementation)
   return stats
 
 
@@ -196,8 +226,9 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
   """
   config, stage = make_stage(prefix, name, hierarchy, frozen_dirs, smoke)
   num_actions = config.model.get('num_actions', 1)
+  devices = stage_devices(config, smoke)
   batch = device_batch(common.random_batch(np.random.default_rng(0), hierarchy,
-                                           config.batch_size, num_actions), 1)
+                                           config.batch_size, num_actions), devices)
   state = train.create_train_state(stage, config, jax.random.key(0),
                                    jax.tree.map(lambda x: x[0], batch))
   cost = compile_step(stage, name, config, state, batch, smoke)
@@ -211,15 +242,19 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
   row = dict(stage=name, batch_size=config.batch_size, seconds=seconds,
              median_seconds=timing['median_s'], steps_per_s=1 / seconds,
              examples_per_s=config.batch_size / seconds,
-             compile_s=cost['compile_s'],
+             compile_s=cost['compile_s'], microbatch_size=cost['microbatch_size'],
+             devices=devices, implementation=cost['implementation'],
              flops=cost['flops'], gflops_per_s=cost['flops'] / seconds / 1e9,
              efficiency=common.efficiency(cost['flops'], seconds, peak),
              peak_alongside_gflops_per_s=peak_alongside / 1e9,
              efficiency_alongside=common.efficiency(cost['flops'], seconds, peak_alongside),
              peak_memory_bytes=cost['peak_memory_bytes'],
              parameters=common.count_parameters(state.params),
+             # The dots-alone ceiling times one program's dots; with several devices
+             # running it side by side that is no bound: not measured.
              **roofline_lib.ceiling_fields(cost, peak,
-                                           enabled=not smoke and common.DOT_CEILING.value))
+                                           enabled=(not smoke and devices == 1
+                                                    and common.DOT_CEILING.value)))
   return row, (config, stage, step, state)
 
 
@@ -242,7 +277,8 @@ def _host_phases(batches: input_pipeline.TrainBatches, source, data, hierarchy,
 
 
 def measure_host(config, name: str, dataset: str | None, data_dir: str | None,
-                 num_batches: int, step, state, step_seconds: float) -> dict[str, Any]:
+                 num_batches: int, step, state, step_seconds: float, devices: int
+                 ) -> dict[str, Any]:
   """Host pipeline rates of one stage config, and the step fed by the real iterator.
 
   First epoch: read (TFDS decoding) + stack + augmentation/model frame, uncached. Later
@@ -253,7 +289,7 @@ def measure_host(config, name: str, dataset: str | None, data_dir: str | None,
   data.name = dataset or data.name
   data.data_dir = data_dir
   source, hierarchy, _ = input_pipeline.load_source(data)
-  layout = dict(global_batch_size=config.batch_size, num_local_devices=1, seed=0)
+  layout = dict(global_batch_size=config.batch_size, num_local_devices=devices, seed=0)
   uncached = data.copy_and_resolve_references()
   uncached.cache_max_examples = 0
   phases = _host_phases(input_pipeline.TrainBatches(source, hierarchy, uncached, **layout),
@@ -372,7 +408,7 @@ def run(*, prefix: str, stage_names: list[str], dataset: str | None, data_dir: s
       rows.append(row)
       if host_pipeline:
         host_rows.append(measure_host(config, name, dataset, data_dir, host_batches, step,
-                                      state, row['seconds']))
+                                      state, row['seconds'], row['devices']))
   scaling = run_scaling(prefix, scaling_stage, per_device, scaling_devices, smoke=smoke,
                         repeats=repeats, min_time=min_time) if scaling_devices else []
   return dict(machine=common.machine_info(), roofline=roofline,
@@ -385,10 +421,12 @@ def tables(report: dict[str, Any]) -> list[str]:
   out = [
       roofline_lib.roofline_table(report['roofline']),
       common.format_table(report['train_steps'],
-                          ['stage', 'batch_size', 'seconds', 'steps_per_s', 'examples_per_s',
-                           'compile_s', 'gflops_per_s', 'efficiency', 'efficiency_alongside',
-                           'efficiency_ceiling', 'dot_flops_fraction', 'peak_memory_bytes'],
-                          'Train step (one device, donated state, fixed batch)')]
+                          ['stage', 'batch_size', 'devices', 'microbatch_size', 'seconds',
+                           'steps_per_s', 'examples_per_s', 'compile_s', 'gflops_per_s',
+                           'efficiency', 'efficiency_alongside', 'efficiency_ceiling',
+                           'dot_flops_fraction', 'peak_memory_bytes'],
+                          'Train step (the config\'s devices and microbatches, donated '
+                          'state, fixed batch)')]
   if report['host_pipeline']:
     out.append(common.format_table(
         report['host_pipeline'],
@@ -416,9 +454,14 @@ def main(argv):
                                     _PER_DEVICE.value, smoke, common.REPEATS.value,
                                     common.MIN_TIME.value)))
     return
+  stage_names = list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES))
+  if not smoke:  # Before JAX starts: the most CPU devices any timed stage asks for.
+    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=max(
+        cpu_devices.resolve(stage_config(common.CONFIG.value, name, False).cpu_devices)
+        for name in stage_names))))
   report = run(
       prefix=common.CONFIG.value,
-      stage_names=list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES)),
+      stage_names=stage_names,
       dataset=_DATASET.value or (SMOKE_DATASET if smoke else None),
       data_dir=_DATA_DIR.value, host_pipeline=_HOST_PIPELINE.value,
       host_batches=2 if smoke else _HOST_BATCHES.value,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -131,6 +132,32 @@ class MSSTStage:
     loss, stage_metrics, _, new_collections = self._losses(
         self.model, {'params': params, **collections}, batch, rng, train)
     return loss, (stage_metrics, {**collections, **new_collections})
+
+  # Microbatched train steps (train.make_train_step): each microbatch computes its loss
+  # against the current codebooks without updating them, and the codebooks are then
+  # updated once from the whole batch's encoder outputs, as `loss_fn` would.
+
+  def microbatch_loss_fn(self, params, collections, batch, rng):
+    """`loss_fn(train=True)` without the codebook update: (loss, (metrics, encoder
+    outputs {'sparse_embedding': [b, S, C], 'dense_embedding': [b, D, C]}))."""
+    (recon, out) = self.model.apply({'params': params, **collections},
+                                    *self._levels(batch), train=True,
+                                    valid=batch['valid'], rngs={'dropout': rng})
+    loss, stage_metrics = losses.msst_loss(recon, out, batch, self.loss_weights,
+                                           dense_part=self.hierarchy.dense_part_array)
+    embeddings = {key: lax.stop_gradient(out[key])
+                  for key in ('sparse_embedding', 'dense_embedding')}
+    return loss, (stage_metrics, embeddings)
+
+  def update_collections(self, params, collections, embeddings, batch):
+    """The codebook update from the whole batch's `microbatch_loss_fn` outputs:
+    (new collections, the batch's perplexity_* and usage_* metrics)."""
+    out, new_collections = self.model.apply(
+        {'params': params, **collections}, embeddings['sparse_embedding'], embeddings['dense_embedding'],
+        batch['valid'], method=msst_lib.MSST.update_codebooks, mutable=['vq_stats'])
+    stage_metrics = {f'{key}_{level}': out[f'{level}_{key}']
+                     for level in ('sparse', 'dense') for key in ('perplexity', 'usage')}
+    return {**collections, **new_collections}, stage_metrics
 
   def eval_metrics(self, variables, batch):
     _, stage_metrics, recon, _ = self._losses(self.eval_model, variables, batch,

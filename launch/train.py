@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from hipart_jax import train
+from launch import cpu_devices
 from launch import quiet_logs
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -23,6 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_logs.install()
+  cpu_devices.configure(_CONFIG.value)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

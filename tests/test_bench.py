@@ -156,6 +156,8 @@ def test_training(tmp_path):
                                  'flops', 'efficiency', 'efficiency_alongside',
                                  'peak_alongside_gflops_per_s', 'peak_memory_bytes',
                                  'parameters'])
+    assert row['devices'] == 1 and row['implementation'] == 'vmap'  # Smoke: one device.
+    assert row['microbatch_size'] >= 0
   host = report['host_pipeline']
   assert [r['stage'] for r in host] == list(training.SMOKE_STAGES)
   for row in host:

@@ -7,8 +7,10 @@ import pytest
 import fake_examples
 import pipeline_fixture
 from hipart_jax import checkpoints
+from hipart_jax import input_pipeline
 from hipart_jax import skeleton
 from hipart_jax import stages
+from hipart_jax import train
 from hipart_jax.models import pipeline
 
 
@@ -111,3 +113,71 @@ def test_short_msst_run_lowers_reconstruction_error(tiny_pipeline):
   last = np.mean([r['train/recon_fine_mse'] for r in rows[-3:]])
   assert last < 0.2 * first, (first, last)
   assert rows[-1]['train/usage_dense'] > 0.3
+
+
+@pytest.mark.parametrize('name', ['msst', 'hiarm', 'lifter_hierarchical'])
+def test_microbatched_gradient_equals_the_whole_batch(tiny_pipeline, name):
+  """The real stages' losses are valid-masked means: a batch of 16 split into
+  microbatches of 6, 6 and 4 (padded) gives the whole batch's loss, metrics and
+  gradients, and the trainer's step runs split."""
+  if name == 'msst':
+    config = pipeline_fixture.msst_config()
+  elif name == 'hiarm':
+    config = pipeline_fixture.hiarm_config(tiny_pipeline['msst'])
+  else:
+    config = pipeline_fixture.lifter_config('hierarchical', tiny_pipeline['msst'],
+                                            tiny_pipeline['hiarm'])
+  stage = stages.make_stage(config, pipeline_fixture.HIERARCHY)
+  train_source, _ = pipeline_fixture.sources()
+  batch = input_pipeline.TrainBatches(
+      train_source, pipeline_fixture.HIERARCHY, config.dataset,
+      global_batch_size=config.batch_size, num_local_devices=1, seed=0).batch(0)
+  batch['valid'][0, 3] = False  # An invalid example weighs nothing either way.
+  state = train.create_train_state(stage, config, jax.random.key(0),
+                                   jax.tree.map(lambda x: x[0], batch))
+
+  deferred = hasattr(stage, 'update_collections')  # The MSST: its statistics, joined.
+
+  def gradient(size):
+    def per_device(batch):
+      if deferred:
+        loss_fn = lambda p, b, r: stage.microbatch_loss_fn(p, state.collections, b, r)
+      else:
+        loss_fn = lambda p, b, r: stage.loss_fn(p, state.collections, b, r, True)
+      return train.microbatched_value_and_grad(
+          loss_fn, state.params, batch, jax.random.key(1), size, state.collections,
+          per_example_aux=deferred)
+    (loss, (metrics, aux)), grads = jax.jit(jax.vmap(per_device, axis_name=train.AXIS))(
+        batch)
+    return {**metrics, 'total': loss}, (grads, aux if deferred else {})
+
+  (whole_metrics, whole), (split_metrics, split) = gradient(0), gradient(6)
+  assert set(split_metrics) == set(whole_metrics)
+  for key, value in whole_metrics.items():
+    if deferred and key.startswith(('perplexity_', 'usage_')):
+      continue  # Histograms of each microbatch; the step reports the whole batch's.
+    np.testing.assert_allclose(split_metrics[key], value, rtol=2e-5, atol=1e-6,
+                               err_msg=key)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(whole))
+  for got, want in zip(jax.tree.leaves(split), jax.tree.leaves(whole)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+  steps = [train.parallelize(train.make_train_step(stage, microbatch_size=size))(
+      state, batch) for size in (0, 6)]
+  (whole_state, whole_step_metrics), (split_state, split_step_metrics) = steps
+  if name == 'lifter_hierarchical':
+    # shard_map checks that values varying over devices stay so through every loop
+    # carry (the microbatch scan, HiARM's decoding inside this step): the same step.
+    _, sharded_metrics = train.parallelize(
+        train.make_train_step(stage, microbatch_size=6, vary_params=True),
+        implementation='shard_map')(state, batch)
+    for key, value in split_step_metrics.items():
+      np.testing.assert_allclose(sharded_metrics[key], value, rtol=2e-5, atol=1e-6,
+                                 err_msg=key)
+  assert int(split_state.step) == 1
+  for key, value in whole_step_metrics.items():  # Codebook statistics included.
+    np.testing.assert_allclose(split_step_metrics[key], value, rtol=2e-5, atol=1e-6,
+                               err_msg=key)
+  # The collections (the MSST's codebooks: updated once, from the whole batch).
+  for got, want in zip(jax.tree.leaves(split_state.collections),
+                       jax.tree.leaves(whole_state.collections)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -217,6 +217,66 @@ def test_train_step_compiler_options_reach_xla():
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def _toy_loss(params, batch, rng):
+  """A valid-masked mean of per-example terms (the `Stage` contract), and a metric."""
+  errors = jnp.sum((batch['x'] @ params['w'] - batch['y']) ** 2, -1) * (
+      1.0 + 0.0 * jax.random.uniform(rng))
+  valid = batch['valid'].astype(jnp.float32)
+  mean = lambda v: jnp.sum(v * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+  loss = mean(errors)
+  return loss, ({'abs_error': mean(jnp.sqrt(errors))}, {'kept': params['w'] * 0 + 1})
+
+
+@pytest.mark.parametrize('microbatch_size', [1, 4, 5, 10])
+def test_microbatches_give_the_whole_batch_values(microbatch_size):
+  """Split in equal or unequal (padded) microbatches, with invalid examples anywhere:
+  the loss, the metrics and the gradients are the whole batch's."""
+  rng = np.random.default_rng(0)
+  params = {'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
+  batch = {'x': jnp.asarray(rng.normal(size=(10, 3)), jnp.float32),
+           'y': jnp.asarray(rng.normal(size=(10, 2)), jnp.float32),
+           'valid': jnp.asarray([True] * 6 + [False, True, True, False])}
+  collections = {'kept': jnp.ones((3, 2))}
+
+  def loss_fn(params, batch, rng):  # Returns the collections it was given.
+    loss, (metrics, _) = _toy_loss(params, batch, rng)
+    return loss, (metrics, collections)
+
+  key = jax.random.key(0)
+  (want_loss, (want_metrics, _)), want_grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(params, batch, key)
+  (loss, (metrics, got_collections)), grads = jax.jit(
+      lambda p, b: train.microbatched_value_and_grad(loss_fn, p, b, key, microbatch_size,
+                                                     collections))(params, batch)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+  np.testing.assert_allclose(metrics['abs_error'], want_metrics['abs_error'], rtol=1e-6)
+  np.testing.assert_allclose(grads['w'], want_grads['w'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got_collections['kept'], collections['kept'])
+
+
+def test_microbatches_refuse_a_loss_that_updates_collections():
+  stage = ToyStage()  # Its loss updates an EMA in 'stats'.
+  config = make_config()
+  batch = fake_batch(config)
+  state = train.create_train_state(stage, config, jax.random.key(0),
+                                   jax.tree.map(lambda x: x[0], batch))
+  step = train.parallelize(train.make_train_step(stage, microbatch_size=2))
+  with pytest.raises(ValueError, match='collections'):
+    step(state, batch)
+  with pytest.raises(ValueError, match='>= 0'):
+    train.microbatched_value_and_grad(_toy_loss, {'w': jnp.ones((3, 2))},
+                                      {'valid': jnp.ones(4, bool)}, jax.random.key(0), -1)
+
+
+def test_microbatch_size_per_backend():
+  config = make_config()
+  assert train.train_step_microbatch_size(config) == 0  # base: the whole batch.
+  config.train_step_microbatch_size = {jax.default_backend(): 16, 'other': 8}
+  assert train.train_step_microbatch_size(config) == 16
+  config.train_step_microbatch_size = {'other': 8}
+  assert train.train_step_microbatch_size(config) == 0
+
+
 def test_schedule_and_weight_decay_mask():
   config = make_config()
   config.optimizer.update(lr=0.1, warmup_steps=10, end_lr_factor=0.01, weight_decay=0.5)

@@ -112,7 +112,13 @@ def _decode(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
     cache_keys, cache_values = jax.tree.map(empty_tail, condition_cache)
   else:
     cache_keys, cache_values = (), ()
-  state = DecodeState(jnp.zeros((batch, t), jnp.int32), cache_keys, cache_values, rng)
+  # Under shard_map the tokens vary over the devices' axes as the inputs do: the scan's
+  # carry must start with the type it ends with.
+  tokens = jnp.zeros((batch, t), jnp.int32)
+  varying = tuple(jax.typeof(cond_2d).manual_axis_type.varying)
+  if varying:
+    tokens = jax.lax.pcast(tokens, varying, to='varying')
+  state = DecodeState(tokens, cache_keys, cache_values, rng)
 
   def step(state: DecodeState, g: Array):
     slot_tokens, slot_streams = step_tokens[g], step_streams[g]  # [W], -1 padded.

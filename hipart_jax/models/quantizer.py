@@ -48,6 +48,13 @@ def _perplexity(probs: jnp.ndarray) -> jnp.ndarray:
   return jnp.exp(-jnp.sum(probs * jnp.log(safe)))
 
 
+def _usage(counts: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Perplexity and the fraction of codes used, of a [K] histogram."""
+  probs = counts / jnp.maximum(jnp.sum(counts), 1.0)
+  return dict(perplexity=_perplexity(probs),
+              usage=jnp.mean((counts > 0).astype(jnp.float32)))
+
+
 class VectorQuantizer(nn.Module):
   """Nearest-neighbour quantization of vectors against an EMA-updated codebook.
 
@@ -109,32 +116,17 @@ class VectorQuantizer(nn.Module):
     """
     chex.assert_axis_dimension(z, -1, self.dim)
     lead = z.shape[:-1]
-    flat = z.reshape(-1, self.dim).astype(jnp.float32)  # [N, C]
-    if mask is None:
-      weights = jnp.ones(flat.shape[:1], jnp.float32)
-    else:
-      chex.assert_shape(mask, lead)
-      weights = mask.reshape(-1).astype(jnp.float32)  # [N]
-
-    codebook = self.codebook.value  # [K, C]
-    distances = (jnp.sum(flat**2, axis=-1, keepdims=True)
-                 - 2.0 * jnp.matmul(flat, codebook.T, precision=lax.Precision.HIGHEST)
-                 + jnp.sum(codebook**2, axis=-1)[None])  # [N, K]
-    ids = jnp.argmin(distances, axis=-1).astype(jnp.int32)  # [N]
-    q = jnp.take(codebook, ids, axis=0)  # [N, C]
-
+    flat, weights = self._flatten(z, mask)
+    ids, q = self._assign(flat)
     update = (train and self.is_mutable_collection(VQ_COLLECTION)
               and not self.is_initializing())
-    assignments = jax.nn.one_hot(ids, self.num_codes) * weights[:, None]  # [N, K]
-    counts = jnp.sum(assignments, axis=0)  # [K]
-    sums = jnp.matmul(assignments.T, flat, precision=lax.Precision.HIGHEST)  # [K, C]
+    counts, sums = self._statistics(ids, flat, weights)
     if update and self.statistics_axis_name is not None:
       counts, sums = lax.psum((counts, sums), self.statistics_axis_name)
 
     num_valid = jnp.sum(weights)
     squared = jnp.sum((flat - lax.stop_gradient(q))**2, axis=-1)  # [N]
     commitment = jnp.sum(weights * squared) / (jnp.maximum(num_valid, 1.0) * self.dim)
-    probs = counts / jnp.maximum(jnp.sum(counts), 1.0)
 
     if update:
       self._update(counts, sums, flat, weights)
@@ -146,9 +138,53 @@ class VectorQuantizer(nn.Module):
     # losses thus reach the encoder as if it had produced q itself.
     q = q.reshape(z.shape).astype(z.dtype)
     quantized = z + lax.stop_gradient(q - z)
-    out = dict(ids=ids.reshape(lead), commitment_loss=commitment,
-               perplexity=_perplexity(probs), usage=jnp.mean((counts > 0).astype(jnp.float32)))
+    out = dict(ids=ids.reshape(lead), commitment_loss=commitment, **_usage(counts))
     return quantized, out
+
+  def update(self, z: jnp.ndarray, mask: jnp.ndarray | None = None
+             ) -> dict[str, jnp.ndarray]:
+    """The codebook update of a training call, without quantizing: for encoder vectors
+    computed earlier against the current codebook (e.g. a batch's microbatches, joined).
+
+    `__call__(z, mask, train=True)` with 'vq_stats' mutable updates the statistics
+    exactly as `update(z, mask)` does.
+
+    Args:
+      z: [..., C] encoder outputs; mask: [...] or None, as in `__call__`.
+    Returns:
+      {'perplexity': [], 'usage': []} of the (psum-ed) batch histogram.
+    """
+    chex.assert_axis_dimension(z, -1, self.dim)
+    flat, weights = self._flatten(z, mask)
+    ids, _ = self._assign(flat)
+    counts, sums = self._statistics(ids, flat, weights)
+    if self.statistics_axis_name is not None:
+      counts, sums = lax.psum((counts, sums), self.statistics_axis_name)
+    self._update(counts, sums, flat, weights)
+    return _usage(counts)
+
+  def _flatten(self, z, mask):
+    """[N, C] float32 vectors and [N] float32 weights (1 valid, 0 padding)."""
+    flat = z.reshape(-1, self.dim).astype(jnp.float32)
+    if mask is None:
+      return flat, jnp.ones(flat.shape[:1], jnp.float32)
+    chex.assert_shape(mask, z.shape[:-1])
+    return flat, mask.reshape(-1).astype(jnp.float32)
+
+  def _assign(self, flat):
+    """Nearest codes of [N, C] vectors: ([N] int32 ids, [N, C] code vectors)."""
+    codebook = self.codebook.value  # [K, C]
+    distances = (jnp.sum(flat**2, axis=-1, keepdims=True)
+                 - 2.0 * jnp.matmul(flat, codebook.T, precision=lax.Precision.HIGHEST)
+                 + jnp.sum(codebook**2, axis=-1)[None])  # [N, K]
+    ids = jnp.argmin(distances, axis=-1).astype(jnp.int32)  # [N]
+    return ids, jnp.take(codebook, ids, axis=0)
+
+  def _statistics(self, ids, flat, weights):
+    """This replica's [K] counts and [K, C] sums of the valid vectors per code."""
+    assignments = jax.nn.one_hot(ids, self.num_codes) * weights[:, None]  # [N, K]
+    counts = jnp.sum(assignments, axis=0)
+    return counts, jnp.matmul(assignments.T, flat, precision=lax.Precision.HIGHEST)
 
   def _update(self, counts: jnp.ndarray, sums: jnp.ndarray, flat: jnp.ndarray,
               weights: jnp.ndarray):

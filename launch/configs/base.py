@@ -25,6 +25,12 @@ def get_config() -> ml_collections.ConfigDict:
   # How steps are mapped over local devices (train.parallelize): 'auto' (vmap on a
   # single device, pmap otherwise), 'pmap', 'shard_map' or 'vmap'.
   config.parallelism = 'auto'
+  # XLA devices JAX makes of a CPU host (launch/cpu_devices.py; 1: JAX's default, 0: one
+  # per core). With several, 'auto' maps each batch over them with pmap, as on
+  # accelerators. The synthetic HiARM and HiPART lifter configs take one per core: their
+  # train steps ran 1.3-1.5x faster on 2 cores, the MSST and sparse lifter ones 0.83-0.92x
+  # (BENCHMARKS.md, change 12). No effect on GPU/TPU hosts.
+  config.cpu_devices = 1
   config.tensorboard = True  # Also needs the `tensorboard` package.
   # XLA options of the train step, per backend (the process's default backend picks its
   # entry; not applied under pmap, which takes none). On CPU, XLA hands reductions to
@@ -37,6 +43,14 @@ def get_config() -> ml_collections.ConfigDict:
   # 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'.
   config.train_step_compiler_options = ml_collections.ConfigDict(dict(
       cpu=dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')))
+
+  # Examples per microbatch of the train step, per backend like the XLA options
+  # (train.make_train_step: the per-device batch is evaluated that many examples at a
+  # time and the gradients are averaged, the same update); no entry: the whole batch at
+  # once, as does 0. The synthetic MSST, HiARM and HiPART lifter configs set one on
+  # CPU, where a microbatch's activations stay in the caches (BENCHMARKS.md, change 11).
+  # GPU/TPU want the whole batch at once.
+  config.train_step_microbatch_size = ml_collections.ConfigDict(dict(cpu=0, gpu=0, tpu=0))
 
   # Data: the input pipeline's block (TFDS name, splits, input source, augmentation).
   config.dataset = input_pipeline.default_data_config()
