@@ -11,6 +11,12 @@ memory estimate, FLOPs and efficiency = FLOP/s ÷ the float32 matmul peak measur
 the same process (`bench/roofline.py`). Models are randomly initialized at the sizes of
 `launch/configs/<config>_{msst,hiarm,lifter}.py` unless `--checkpoint` names a trained
 lifter workdir (the timing does not depend on the weights).
+
+Two more rows time the same pipeline (equal FLOPs) run as a CPU host runs it best:
+'pipeline_chunked' is `predict(chunk_size=C)`, C poses at a time on one device, and
+'pipeline_devices' is `predict_on_devices` over every local device, each device in
+chunks of C. Outside smoke runs the process gets one CPU device per core
+(launch/cpu_devices.py; `--cpu_devices`); the other rows run on the first device.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from bench import common
@@ -31,6 +38,7 @@ from hipart_jax import skeleton
 from hipart_jax.models import decoding
 from hipart_jax.models import msst as msst_lib
 from hipart_jax.models import pipeline
+from launch import cpu_devices
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A trained lifter workdir (hierarchical mode) to time '
@@ -38,7 +46,14 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
 _BATCH_SIZES = flags.DEFINE_list('inference_batch_sizes', ['1', '64', '256', '1024'],
                                  'Batch sizes of the inference benchmark.')
 
+_CHUNK = flags.DEFINE_integer('inference_chunk_size', 16,
+                              'Poses per chunk of the pipeline_chunked and '
+                              'pipeline_devices rows (only at larger batches).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'CPU devices of this process '
+                                    '(0: one per core; see launch/cpu_devices.py).')
+
 SMOKE_BATCH_SIZES = (2,)
+SMOKE_CHUNK = 1
 STAGES = ('generation', 'decode', 'lift')
 
 
@@ -57,8 +72,8 @@ def load_models(prefix: str, checkpoint: str | None, smoke: bool) -> dict[str, A
               source=f'random init, launch/configs/{prefix}_*.py')
 
 
-def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
-                 ) -> dict[str, tuple[dict[str, Any], tuple]]:
+def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool,
+                 chunk: int) -> dict[str, tuple[dict[str, Any], tuple]]:
   """Compiles the pipeline and each stage, feeding each stage the previous one's outputs.
 
   Returns:
@@ -78,6 +93,14 @@ def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
     return out[name][0]['compiled'](*dynamic)
 
   add('pipeline', pipeline.predict, (model,), (variables, keypoints, confidence, size, key))
+  devices = tuple(jax.local_devices())
+  if batch > chunk:
+    add('pipeline_chunked', jax.jit(lambda *a: pipeline.predict(model, *a, chunk_size=chunk)),
+        (), (variables, keypoints, confidence, size, key))
+  if batch > chunk and batch % len(devices) == 0:
+    add('pipeline_devices', jax.jit(lambda *a: pipeline.predict_on_devices(
+        model, *a, devices=devices, chunk_size=chunk)), (),
+        (variables, keypoints, confidence, size, key))
   generated = add('generation', decoding.generate, (model.hiarm,),
                   (variables['frozen_hiarm'], inputs, confidence, key))
   decode = jax.jit(lambda v, s, d: model.msst.apply(v, s, d, method=msst_lib.MSST.decode))
@@ -102,9 +125,10 @@ def _uncounted_lift_flops(lifter, params, inputs, confidence, hierarchy_2d) -> f
 
 
 def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: float, *,
-                  repeats: int, min_time: float, smoke: bool) -> list[dict[str, Any]]:
-  """One row per function (pipeline and stages) at one batch size."""
-  compiled = _compile_all(model, variables, batch, smoke)
+                  repeats: int, min_time: float, smoke: bool, chunk: int
+                  ) -> list[dict[str, Any]]:
+  """One row per function (pipeline, its variants and stages) at one batch size."""
+  compiled = _compile_all(model, variables, batch, smoke, chunk)
   uncounted = dict(generation=decoding_bench.uncounted_scan_flops(
       model.hiarm, variables['frozen_hiarm'], batch), lift=_uncounted_lift_flops(
           model.lifter, *compiled['lift'][1]))
@@ -112,6 +136,8 @@ def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: floa
   stats, thunks = {}, {}
   for name, (stat, args) in compiled.items():
     stat['flops'] += uncounted.get(name, 0.0)
+    if name.startswith('pipeline_'):  # Loop bodies and devices: count the pipeline's.
+      stat['flops'] = stats['pipeline']['flops']
     stats[name] = stat
     thunks[name] = lambda c=stat['compiled'], a=args: c(*a)
   timings = common.time_interleaved(thunks, repeats=repeats, min_time=min_time)
@@ -127,13 +153,16 @@ def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: floa
         efficiency=common.efficiency(stats[name]['flops'], seconds, peak),
         peak_memory_bytes=stats[name]['peak_memory_bytes'],
         share_of_pipeline=seconds / timings['pipeline']['best_s'],
-        **roofline_lib.ceiling_fields(stats[name], peak,
-                                      enabled=not smoke and common.DOT_CEILING.value)))
+        chunk_size=chunk if name.startswith('pipeline_') else 0,
+        devices=len(jax.local_devices()) if name == 'pipeline_devices' else 1,
+        **roofline_lib.ceiling_fields(
+            stats[name], peak, enabled=(not smoke and common.DOT_CEILING.value
+                                        and not name.startswith('pipeline_')))))
   return rows
 
 
 def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: bool,
-        repeats: int, min_time: float) -> dict[str, Any]:
+        repeats: int, min_time: float, chunk: int) -> dict[str, Any]:
   """The inference report (see the module docstring)."""
   roofline = roofline_lib.smoke_roofline() if smoke else roofline_lib.measure_roofline(
       repeats=repeats)
@@ -144,7 +173,7 @@ def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: b
   for batch in batch_sizes:
     logging.info('Inference at batch %d.', batch)
     rows.extend(measure_batch(model, variables, batch, peak, repeats=repeats,
-                              min_time=min_time, smoke=smoke))
+                              min_time=min_time, smoke=smoke, chunk=chunk))
   parameters = {name: common.count_parameters(variables[key]['params'] if key != 'params'
                                               else variables['params'])
                 for name, key in (('msst', 'frozen_msst'), ('hiarm', 'frozen_hiarm'),
@@ -155,12 +184,13 @@ def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: b
                           model_configs=models['configs'], parameters=parameters,
                           ordering=order.name, num_decoding_steps=order.num_groups,
                           device_peak_memory_bytes=common.device_peak_memory(),
+                          chunk_size=chunk, devices=len(jax.local_devices()),
                           batch_sizes=list(batch_sizes)),
               results=rows)
 
 
 def tables(report: dict[str, Any]) -> list[str]:
-  columns = ['batch_size', 'function', 'seconds', 'poses_per_s', 'compile_s',
+  columns = ['batch_size', 'function', 'devices', 'seconds', 'poses_per_s', 'compile_s',
              'flops_per_pose', 'gflops_per_s', 'efficiency', 'efficiency_ceiling',
              'share_of_pipeline', 'peak_memory_bytes']
   return [roofline_lib.roofline_table(report['roofline']),
@@ -173,7 +203,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   smoke = common.SMOKE.value
   batch_sizes = list(SMOKE_BATCH_SIZES) if smoke else [int(b) for b in _BATCH_SIZES.value]
-  report = run(prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
+  if not smoke:  # Before JAX starts.
+    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=_CPU_DEVICES.value)))
+  report = run(chunk=SMOKE_CHUNK if smoke else _CHUNK.value, prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
                batch_sizes=batch_sizes, smoke=smoke,
                repeats=1 if smoke else common.REPEATS.value,
                min_time=0.0 if smoke else common.MIN_TIME.value)

@@ -272,6 +272,7 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
                        keypoints: np.ndarray, confidence: np.ndarray,
                        image_size: np.ndarray, rng: jax.Array, *, batch_size: int,
                        temperature: float = 0.0, top_k: int = 0, num_samples: int = 1,
+                       chunk_size: int = 0, devices: Sequence[jax.Device] | None = None,
                        progress: bool = True) -> dict[str, np.ndarray]:
   """`pipeline.predict` over N poses in batches of min(batch_size, N) rows.
 
@@ -284,6 +285,9 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
     rng: sampling key; batch b samples with `fold_in(rng, b)`.
     batch_size: rows per call.
     temperature, top_k, num_samples: HiARM sampling.
+    chunk_size: `pipeline.predict`'s chunk_size (0: each batch at once).
+    devices: more than one: each batch is split over them (`pipeline.predict_on_devices`;
+      the batch rounded up to a multiple of their number).
     progress: log poses/s.
   Returns:
     `pipeline.predict`'s outputs as numpy arrays with leading dimension N.
@@ -294,6 +298,13 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   size = min(batch_size, num)
+  devices = tuple(devices or ())
+  if len(devices) > 1:
+    size = -(-size // len(devices)) * len(devices)
+    variables = pipeline.replicate(variables, devices)
+    predict = functools.partial(pipeline.predict_on_devices, devices=devices)
+  else:
+    predict = pipeline.predict
   keypoints = np.asarray(keypoints, np.float32)
   confidence = np.asarray(confidence, np.float32)
   image_size = np.asarray(image_size, np.int32)
@@ -301,10 +312,10 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
   meter = _Progress('lifted poses', num, progress)
   for number, start in enumerate(range(0, num, size)):
     rows = np.minimum(np.arange(start, start + size), num - 1)  # Pad with the last row.
-    out = pipeline.predict(model, variables, keypoints[rows], confidence[rows],
-                           image_size[rows], jax.random.fold_in(rng, number),
-                           temperature=float(temperature), top_k=int(top_k),
-                           num_samples=int(num_samples))
+    out = predict(model, variables, keypoints[rows], confidence[rows], image_size[rows],
+                  jax.random.fold_in(rng, number), temperature=float(temperature),
+                  top_k=int(top_k), num_samples=int(num_samples),
+                  chunk_size=int(chunk_size))
     count = min(size, num - start)
     for key, value in out.items():
       pieces[key].append(np.asarray(value)[:count])

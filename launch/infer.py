@@ -27,7 +27,9 @@ evenly spaced rows: the 2D input with the generated hierarchy and the 3D skeleto
 (needs matplotlib, the `viz` extra).
 
 Inference runs `pipeline.predict` in batches of one size (the last padded), so a run
-compiles once. Bad input, a missing checkpoint, a checkpoint of another stage or an
+compiles once. On a CPU host each batch is split over one XLA device per core and
+evaluated 16 poses at a time (`--cpu_devices`, `--chunk_size`): 2x the throughput of
+one device and whole batches at batch 1024 on 2 cores (BENCHMARKS.md, change 13). Bad input, a missing checkpoint, a checkpoint of another stage or an
 unknown output extension end the program with a one-line message.
 """
 
@@ -41,14 +43,17 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 import numpy as np
 
 from hipart_jax import evaluation
 from hipart_jax import keypoint_io
 from hipart_jax import skeleton
 from hipart_jax.models import pipeline
+from launch import cpu_devices
 
 OUTPUT_EXTENSIONS = ('.npz', '.json')
+DEFAULT_CPU_CHUNK = 16  # Poses per chunk on a CPU host (BENCHMARKS.md, change 13).
 LEVELS = ('sparse', 'dense', 'fine')
 # Figure layout for --plot.
 FIGURE_SIZE = (10.0, 5.0)
@@ -74,6 +79,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_float('temperature', 0.0, 'HiARM sampling temperature (0: greedy).', **define)
   flags.DEFINE_integer('top_k', 0, 'Sample among the top-k tokens (0: all).', **define)
   flags.DEFINE_integer('batch_size', 256, 'Poses per jitted call.', **define)
+  flags.DEFINE_integer('chunk_size', None, 'Poses evaluated at a time inside a call '
+                       '(pipeline.predict; 0: the whole call at once). Default: 16 on a '
+                       'CPU host, 0 on GPU/TPU.', **define)
+  flags.DEFINE_integer('cpu_devices', 0, 'XLA devices of a CPU host, each call split '
+                       'over them (launch/cpu_devices.py; 0: one per core, 1: one).',
+                       **define)
   flags.DEFINE_integer('seed', 0, 'Sampling seed.', **define)
   flags.DEFINE_bool('plot', False, 'Write PNG figures beside the output.', **define)
   flags.DEFINE_integer('plot_rows', 4, 'How many rows --plot draws.', **define)
@@ -163,13 +174,20 @@ def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
 def run(*, checkpoint: str, input_path: str, output: str, input_format: str | None = None,
         image_size: str | None = None, track_ids: bool = True, num_samples: int = 1,
         temperature: float = 0.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
-        plot: bool = False, num_plot_rows: int = 4) -> dict[str, np.ndarray]:
-  """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors."""
+        plot: bool = False, num_plot_rows: int = 4, chunk_size: int | None = None
+        ) -> dict[str, np.ndarray]:
+  """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors.
+
+  Each batch is split over every local device (JAX's; `main` first makes one per core
+  of a CPU host) and evaluated `chunk_size` poses at a time (None: 16 on CPU, else 0).
+  """
   output_path = pathlib.Path(output)
   if output_path.suffix.lower() not in OUTPUT_EXTENSIONS:
     raise _fail(f'--output={output}: the extension must be one of {OUTPUT_EXTENSIONS}')
   if num_samples < 1 or batch_size < 1:
     raise _fail('--num_samples and --batch_size must be positive')
+  if chunk_size is not None and chunk_size < 0:
+    raise _fail(f'--chunk_size must be >= 0, got {chunk_size}')
   try:
     sequence = keypoint_io.read_keypoints(input_path, format=input_format,
                                           image_size=image_size, track_ids=track_ids)
@@ -189,7 +207,9 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
   out = evaluation.predict_in_batches(
       model, variables, sequence.keypoints, sequence.confidence, sequence.image_size,
       jax.random.key(seed), batch_size=batch_size, temperature=temperature, top_k=top_k,
-      num_samples=num_samples)
+      num_samples=num_samples, devices=jax.local_devices(),
+      chunk_size=(DEFAULT_CPU_CHUNK if jax.default_backend() == 'cpu' else 0)
+      if chunk_size is None else chunk_size)
   arrays = _npz_arrays(sequence, out, model, num_samples)
   output_path.parent.mkdir(parents=True, exist_ok=True)
   if output_path.suffix.lower() == '.npz':
@@ -208,10 +228,14 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
+  try:
+    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=f.cpu_devices)))
+  except (ValueError, RuntimeError) as e:
+    raise _fail(f'--cpu_devices: {e}') from None
   run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,
       image_size=f.image_size, track_ids=f.track_ids, num_samples=f.num_samples,
       temperature=f.temperature, top_k=f.top_k, batch_size=f.batch_size, seed=f.seed,
-      plot=f.plot, num_plot_rows=f.plot_rows)
+      plot=f.plot, num_plot_rows=f.plot_rows, chunk_size=f.chunk_size)
 
 
 if __name__ == '__main__':

@@ -365,7 +365,8 @@ def _infer_error(checkpoint, tmp_path):
   flag_values = flags.FlagValues()
   infer.define_flags(flag_values)
   flag_values(['infer', f'--checkpoint={checkpoint}', f'--input={_npz(tmp_path / "x.npz")}',
-               f'--output={tmp_path / "out.npz"}'])
+               f'--output={tmp_path / "out.npz"}',
+               '--cpu_devices=1'])  # In-process: leave this process's JAX devices alone.
   with pytest.raises(SystemExit) as info:
     infer.main(['infer'], flag_values)
   assert not (tmp_path / 'out.npz').exists()

@@ -74,15 +74,19 @@ def test_inference(tmp_path):
   report = run_main(inference, tmp_path)
   check_roofline(report)
   rows = report['results']
+  functions = ('pipeline', 'pipeline_chunked', 'pipeline_devices') + inference.STAGES
   assert [(r['batch_size'], r['function']) for r in rows] == [
-      (b, f) for b in inference.SMOKE_BATCH_SIZES for f in ('pipeline',) + inference.STAGES]
+      (b, f) for b in inference.SMOKE_BATCH_SIZES for f in functions]
+  # The variants do the pipeline's work: the same FLOPs, in chunks (smoke: of 1).
+  assert rows[1]['flops'] == rows[2]['flops'] == rows[0]['flops']
+  assert rows[1]['chunk_size'] == inference.SMOKE_CHUNK and rows[0]['chunk_size'] == 0
   for row in rows:
     assert_finite_positive(row, ['seconds', 'poses_per_s', 'compile_s', 'flops',
                                  'efficiency', 'peak_memory_bytes', 'share_of_pipeline'])
   pipeline_row = rows[0]
   assert pipeline_row['share_of_pipeline'] == 1.0
   # The scan correction counts every decoding step: more FLOPs than one step's worth.
-  generation = rows[1]
+  generation = rows[functions.index('generation')]
   assert generation['flops'] > report['config']['num_decoding_steps'] * 1000
   assert set(report['config']['parameters']) == {'msst', 'hiarm', 'lifter'}
 

@@ -86,7 +86,9 @@ def test_npz_and_coco_give_the_same_3d_with_one_compile(tiny_pipeline, inputs, t
   rows = slice(NUM_POSES - BATCH, NUM_POSES)
   tail = pipeline.predict(model, variables, saved['keypoints_2d'][rows],
                           saved['confidence'][rows], saved['image_size'][rows],
-                          jax.random.key(0), temperature=0.0, top_k=0, num_samples=1)
+                          jax.random.key(0), temperature=0.0, top_k=0, num_samples=1,
+                          chunk_size=(infer.DEFAULT_CPU_CHUNK
+                                      if jax.default_backend() == 'cpu' else 0))
   np.testing.assert_allclose(tail['pose_3d'], saved['pose_3d'][rows], atol=1e-5)
   assert pipeline.predict._cache_size() - before == 1  # pylint: disable=protected-access
   pngs = sorted(tmp_path.glob('a_*.png'))
@@ -99,7 +101,8 @@ def test_hypotheses_and_flags(tiny_pipeline, inputs, tmp_path, caplog):
   infer.define_flags(flag_values)
   output = tmp_path / 'k.npz'
   flag_values(['infer', f'--checkpoint={tiny_pipeline["lifter_sparse"]}',
-               f'--input={npz_path}', f'--output={output}', '--num_samples=2'])
+               f'--input={npz_path}', f'--output={output}', '--num_samples=2',
+               '--cpu_devices=1'])  # This process's JAX has started: keep its device.
   infer.main(['infer'], flag_values)
   with np.load(output) as saved:
     assert saved['hypotheses_3d'].shape == (NUM_POSES, 2, 17, 3)
@@ -144,3 +147,21 @@ def test_command_line_error_has_no_traceback(tiny_pipeline, inputs, tmp_path):
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith('infer: error: --checkpoint: ')
   assert "expected stage 'lifter'" in result.stderr
+
+
+def test_command_line_splits_batches_over_cpu_devices(tiny_pipeline, inputs, tmp_path):
+  """`--cpu_devices=2 --chunk_size=2`: each batch of 4 (3 rounded up to the devices)
+  split over two CPU devices, in chunks: the poses of one device, whole batches."""
+  _, npz_path = inputs
+  common = [sys.executable, '-m', 'launch.infer',
+            f'--checkpoint={tiny_pipeline["lifter_hierarchical"]}', f'--input={npz_path}',
+            f'--batch_size={BATCH}']
+  for name, extra in (('split', ['--cpu_devices=2', '--chunk_size=2']),
+                      ('one', ['--cpu_devices=1', '--chunk_size=0'])):
+    result = subprocess.run(common + [f'--output={tmp_path / name}.npz'] + extra,
+                            capture_output=True, text=True, timeout=300, check=False,
+                            cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+    assert result.returncode == 0, result.stderr[-2000:]
+  with np.load(tmp_path / 'split.npz') as split, np.load(tmp_path / 'one.npz') as one:
+    assert split['pose_3d'].shape == (NUM_POSES, 17, 3)
+    np.testing.assert_allclose(split['pose_3d'], one['pose_3d'], atol=1e-5)

@@ -82,6 +82,30 @@ def test_pipeline_runs_jitted_end_to_end(loaded):
   assert np.abs(out['sparse_2d'][:, 0] - keypoints).mean() < 300
 
 
+def test_pipeline_in_chunks_and_on_devices(loaded):
+  """7 poses in chunks of 3 (the last padded), and split over the local devices: the
+  whole batch's results."""
+  model, variables, _ = loaded
+  keypoints, confidence, image_size = _pixels(7)
+  key = jax.random.key(0)
+  whole = pipeline.predict(model, variables, keypoints, confidence, image_size, key)
+  chunked = pipeline.predict(model, variables, keypoints, confidence, image_size, key,
+                             chunk_size=3)
+  devices = tuple(jax.local_devices())[:1]
+  sharded = pipeline.predict_on_devices(model, variables, keypoints, confidence,
+                                        image_size, key, devices=devices, chunk_size=3)
+  for out in (chunked, sharded):
+    assert set(out) == set(whole)
+    np.testing.assert_allclose(out['pose_3d'], whole['pose_3d'], atol=1e-5)
+    np.testing.assert_allclose(out['fine_2d'], whole['fine_2d'], atol=1e-2)  # pixels
+  with pytest.raises(ValueError, match='chunk_size'):
+    pipeline.predict(model, variables, keypoints, confidence, image_size, key,
+                     chunk_size=-1)
+  with pytest.raises(ValueError, match='split evenly'):
+    pipeline.predict_on_devices(model, variables, keypoints, confidence, image_size, key,
+                                devices=devices * 2)
+
+
 def test_pipeline_hypotheses_and_uncertainty(loaded):
   model, variables, _ = loaded
   keypoints, confidence, image_size = _pixels(2)
