@@ -28,7 +28,6 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from bench import common
@@ -204,7 +203,7 @@ def main(argv):
   smoke = common.SMOKE.value
   batch_sizes = list(SMOKE_BATCH_SIZES) if smoke else [int(b) for b in _BATCH_SIZES.value]
   if not smoke:  # Before JAX starts.
-    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=_CPU_DEVICES.value)))
+    cpu_devices.configure(_CPU_DEVICES.value)
   report = run(chunk=SMOKE_CHUNK if smoke else _CHUNK.value, prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
                batch_sizes=batch_sizes, smoke=smoke,
                repeats=1 if smoke else common.REPEATS.value,

@@ -46,7 +46,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
 from bench import common
@@ -456,9 +455,9 @@ def main(argv):
     return
   stage_names = list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES))
   if not smoke:  # Before JAX starts: the most CPU devices any timed stage asks for.
-    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=max(
+    cpu_devices.configure(max(
         cpu_devices.resolve(stage_config(common.CONFIG.value, name, False).cpu_devices)
-        for name in stage_names))))
+        for name in stage_names))
   report = run(
       prefix=common.CONFIG.value,
       stage_names=stage_names,

@@ -120,16 +120,18 @@ class MSSTStage:
     return dict(self.eval_model.init({'params': params_rng, 'dropout': dropout_rng},
                                      *self._levels(batch), train=False))
 
-  def _losses(self, model, variables, batch, rng, train):
+  def _losses(self, model, variables, batch, rng, train, update_codebooks=True):
+    """(loss, metrics, recon, new 'vq_stats' ({} unless training and updating), the
+    model's `out`)."""
     (recon, out), new_collections = model.apply(
         variables, *self._levels(batch), train=train, valid=batch['valid'],
-        rngs={'dropout': rng}, mutable=['vq_stats'] if train else [])
+        rngs={'dropout': rng}, mutable=['vq_stats'] if train and update_codebooks else [])
     loss, stage_metrics = losses.msst_loss(recon, out, batch, self.loss_weights,
                                            dense_part=self.hierarchy.dense_part_array)
-    return loss, stage_metrics, recon, new_collections
+    return loss, stage_metrics, recon, new_collections, out
 
   def loss_fn(self, params, collections, batch, rng, train):
-    loss, stage_metrics, _, new_collections = self._losses(
+    loss, stage_metrics, _, new_collections, _ = self._losses(
         self.model, {'params': params, **collections}, batch, rng, train)
     return loss, (stage_metrics, {**collections, **new_collections})
 
@@ -140,11 +142,9 @@ class MSSTStage:
   def microbatch_loss_fn(self, params, collections, batch, rng):
     """`loss_fn(train=True)` without the codebook update: (loss, (metrics, encoder
     outputs {'sparse_embedding': [b, S, C], 'dense_embedding': [b, D, C]}))."""
-    (recon, out) = self.model.apply({'params': params, **collections},
-                                    *self._levels(batch), train=True,
-                                    valid=batch['valid'], rngs={'dropout': rng})
-    loss, stage_metrics = losses.msst_loss(recon, out, batch, self.loss_weights,
-                                           dense_part=self.hierarchy.dense_part_array)
+    loss, stage_metrics, _, _, out = self._losses(
+        self.model, {'params': params, **collections}, batch, rng, True,
+        update_codebooks=False)
     embeddings = {key: lax.stop_gradient(out[key])
                   for key in ('sparse_embedding', 'dense_embedding')}
     return loss, (stage_metrics, embeddings)
@@ -153,15 +153,16 @@ class MSSTStage:
     """The codebook update from the whole batch's `microbatch_loss_fn` outputs:
     (new collections, the batch's perplexity_* and usage_* metrics)."""
     out, new_collections = self.model.apply(
-        {'params': params, **collections}, embeddings['sparse_embedding'], embeddings['dense_embedding'],
-        batch['valid'], method=msst_lib.MSST.update_codebooks, mutable=['vq_stats'])
+        {'params': params, **collections}, embeddings['sparse_embedding'],
+        embeddings['dense_embedding'], batch['valid'],
+        method=msst_lib.MSST.update_codebooks, mutable=['vq_stats'])
     stage_metrics = {f'{key}_{level}': out[f'{level}_{key}']
                      for level in ('sparse', 'dense') for key in ('perplexity', 'usage')}
     return {**collections, **new_collections}, stage_metrics
 
   def eval_metrics(self, variables, batch):
-    _, stage_metrics, recon, _ = self._losses(self.eval_model, variables, batch,
-                                              jax.random.key(0), False)
+    _, stage_metrics, recon, _, _ = self._losses(self.eval_model, variables, batch,
+                                                 jax.random.key(0), False)
     for level in LEVELS:
       pixels, mm = pixel_and_mm_errors(recon[level], batch, level)
       stage_metrics[f'recon_{level}_px'] = pixels

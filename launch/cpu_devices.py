@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import jax
-import ml_collections
 
 
 def resolve(count: int) -> int:
@@ -23,15 +22,15 @@ def resolve(count: int) -> int:
   return count or len(os.sched_getaffinity(0))
 
 
-def configure(config: ml_collections.ConfigDict) -> int:
-  """Makes JAX create `config.cpu_devices` CPU devices (call before any JAX operation).
+def configure(count: int) -> int:
+  """Makes JAX create `resolve(count)` CPU devices (call before any JAX operation).
 
   Returns:
     the resolved count.
   Raises:
     RuntimeError: JAX's backends are already running with another count.
   """
-  count = resolve(config.get('cpu_devices', 1))
+  count = resolve(count)
   if count != 1:
     jax.config.update('jax_num_cpu_devices', count)
   return count

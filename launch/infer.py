@@ -43,7 +43,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
 from hipart_jax import evaluation
@@ -229,7 +228,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
   try:
-    cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=f.cpu_devices)))
+    cpu_devices.configure(f.cpu_devices)
   except (ValueError, RuntimeError) as e:
     raise _fail(f'--cpu_devices: {e}') from None
   run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,

@@ -24,7 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_logs.install()
-  cpu_devices.configure(_CONFIG.value)
+  cpu_devices.configure(_CONFIG.value.get('cpu_devices', 1))
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

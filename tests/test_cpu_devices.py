@@ -35,12 +35,12 @@ def test_configure_creates_the_devices():
   """In a fresh process (the count is fixed once JAX starts): 3 devices, and a second
   count afterwards is refused."""
   script = (
-      'import jax, ml_collections\n'
+      'import jax\n'
       'from launch import cpu_devices\n'
-      'count = cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=3)))\n'
+      'count = cpu_devices.configure(3)\n'
       'print(count, jax.local_device_count(), jax.default_backend())\n'
       'try:\n'
-      '  cpu_devices.configure(ml_collections.ConfigDict(dict(cpu_devices=2)))\n'
+      '  cpu_devices.configure(2)\n'
       'except RuntimeError:\n'
       '  print("refused")\n')
   env = dict(os.environ, JAX_PLATFORMS='cpu',

@@ -155,8 +155,8 @@ def predict(model: HiPART, variables: dict[str, Any], keypoints: jnp.ndarray,
 
   `chunk_size` > 0 evaluates the batch that many poses at a time (`lax.map`; the last
   chunk padded with copies of the first poses, dropped from the outputs): the same
-  results, with each chunk's temporaries in the CPU caches (1.34x at batch 1024 in
-  chunks of 64 on 2 cores, BENCHMARKS.md, change 13). Chunk i samples with
+  results, with each chunk's temporaries in the CPU caches (1.14-1.24x at batch 1024 in
+  chunks of 16 on 2 cores, BENCHMARKS.md, change 13). Chunk i samples with
   `fold_in(rng, i)`, so sampled hypotheses (temperature > 0) depend on the chunk size.
 
   Args:
@@ -184,9 +184,11 @@ def predict(model: HiPART, variables: dict[str, Any], keypoints: jnp.ndarray,
   if not chunk_size or batch <= chunk_size:
     return _predict(model, variables, keypoints, confidence, image_size, rng, **settings)
   count = -(-batch // chunk_size)
-  index = np.arange(count * chunk_size) % batch  # Pads with copies of the first poses.
-  chunks = jax.tree.map(lambda x: x[index].reshape((count, chunk_size) + x.shape[1:]),
-                        (keypoints, confidence, image_size))
+  arrays = (keypoints, confidence, image_size)
+  if count * chunk_size != batch:  # Pad with copies of the first poses.
+    index = np.arange(count * chunk_size) % batch
+    arrays = tuple(x[index] for x in arrays)
+  chunks = jax.tree.map(lambda x: x.reshape((count, chunk_size) + x.shape[1:]), arrays)
   out = lax.map(lambda args: _predict(model, variables, *args[0],
                                       jax.random.fold_in(rng, args[1]), **settings),
                 (chunks, jnp.arange(count)))
@@ -203,8 +205,8 @@ def predict_on_devices(model: HiPART, variables: dict[str, Any], keypoints: jnp.
   """`predict` with the batch split evenly over `devices` (`shard_map`, one block each).
 
   On a CPU host with one XLA device per core (launch/cpu_devices.py) this runs the
-  cores on separate poses: 1.6x `predict`'s throughput at batch 1024 on 2 cores, both
-  in chunks of 64 (BENCHMARKS.md, change 13). Device i samples with `fold_in(rng, i)`.
+  cores on separate poses: in chunks of 16, 2.1-2.3x the throughput of `predict` on one
+  device and the whole batch at batch 1024 on 2 cores (BENCHMARKS.md, change 13). Device i samples with `fold_in(rng, i)`.
 
   Args:
     devices: a tuple of devices (static); the batch B must be a multiple of its length.
