@@ -291,9 +291,10 @@ class Ordering:
   @functools.lru_cache(maxsize=None)
   def step_masks(self, *, local: bool) -> np.ndarray:
     """[G, W, S + T + W] bool: what the slots of cached decoding step g may attend to,
-    the cache (`cache_slots`) then the step's own slots. The step's context slots are
-    read through the cache (they are written there first), so as keys only its query
-    slots are valid."""
+    the cache (`cache_slots`) then the step's own slots, as the decoder's cache holds
+    them (W scratch entries after `cache_slots`). The step's context slots are read at
+    their token's entry (they are written there first), so as scratch keys only its
+    query slots are valid."""
     cache = self.cache_slots()
     out = []
     for g in range(self.num_groups):

@@ -30,8 +30,8 @@ class DecodeState(NamedTuple):
 
   Attributes:
     tokens: [B, T] int32 token ids so far (groups not yet generated hold 0).
-    keys, values: per layer head-major [B, H, S + T, Dh] cache (empty tuples without a
-      cache).
+    keys, values: per layer head-major [B, H, S + T + W, Dh] cache, condition and
+      context slots then the step's W scratch entries (empty tuples without a cache).
     rng: the key for the remaining steps.
   """
 
@@ -106,8 +106,8 @@ def _decode(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
   token_level = jnp.asarray(order.token_level)
 
   if use_cache:
-    def empty_tail(cache):  # [B, H, S, Dh] → [B, H, S + T, Dh]
-      tail = (batch, model.num_heads, t, model.head_dim)
+    def empty_tail(cache):  # [B, H, S, Dh] → [B, H, S + T + W, Dh]
+      tail = (batch, model.num_heads, t + order.step_width, model.head_dim)
       return jnp.concatenate([cache, jnp.zeros(tail, cache.dtype)], axis=2)
     cache_keys, cache_values = jax.tree.map(empty_tail, condition_cache)
   else:

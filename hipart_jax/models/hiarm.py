@@ -32,7 +32,7 @@ from hipart_jax import orderings
 from hipart_jax import skeleton
 
 Array = jnp.ndarray
-KVCache = tuple[Array, ...]  # One head-major [B, H, S + T, Dh] array per layer.
+KVCache = tuple[Array, ...]  # One head-major [B, H, S + T + W, Dh] array per layer.
 
 
 def _mask_bias(mask: Array) -> Array:
@@ -100,30 +100,25 @@ class AttentionBlock(nn.Module):
     return self._output(x, head_major(y), train=train)
 
   def attend_cached(self, x: Array, queries: Array, cache_keys: Array, cache_values: Array,
-                    keys: Array, values: Array, mask: Array) -> Array:
-    """`attend` over a head-major key/value cache followed by a few new keys (eval mode).
+                    mask: Array) -> Array:
+    """`attend` over a head-major key/value cache (eval mode).
 
-    The cache is read in place: no concatenation with the new keys and no transposition
-    (each would copy the whole cache at every decoding step).
+    The caller has written the attending slots' own keys/values into the cache, so one
+    product per side reads everything in place: no concatenation with new keys and no
+    transposition, either of which would copy the cache at every decoding step.
 
     Args:
       x: [B, Nq, C]; queries: [B, Nq, H, Dh].
       cache_keys, cache_values: [B, H, Nc, Dh].
-      keys, values: [B, Nk, H, Dh] the new slots' keys/values.
-      mask: [Nq, Nc + Nk] bool over the cache, then the new slots.
+      mask: [Nq, Nc] bool.
     Returns:
       [B, Nq, C].
     """
-    num_cached = cache_keys.shape[2]
-    chex.assert_shape(mask, (queries.shape[1], num_cached + keys.shape[1]))
+    chex.assert_shape(mask, (queries.shape[1], cache_keys.shape[2]))
     queries = jnp.swapaxes(queries * queries.shape[-1] ** -0.5, 1, 2)  # [B, H, Nq, Dh]
-    logits = jnp.concatenate([jnp.einsum('bhqd,bhkd->bhqk', queries, cache_keys),
-                              jnp.einsum('bhqd,bkhd->bhqk', queries, keys)], axis=-1)
-    weights = jax.nn.softmax(logits + _mask_bias(mask), axis=-1)
-    y = (jnp.einsum('bhqk,bhkd->bhqd', weights[..., :num_cached], cache_values)
-         + jnp.einsum('bhqk,bkhd->bhqd', weights[..., num_cached:], values))
-    y = jnp.swapaxes(y, 1, 2)  # [B, Nq, H, Dh]
-    return self._output(x, y, train=False)
+    logits = jnp.einsum('bhqd,bhkd->bhqk', queries, cache_keys) + _mask_bias(mask)
+    y = jnp.einsum('bhqk,bhkd->bhqd', jax.nn.softmax(logits, axis=-1), cache_values)
+    return self._output(x, jnp.swapaxes(y, 1, 2), train=False)
 
   def _output(self, x: Array, y: Array, *, train: bool) -> Array:
     """Output projection of the attended values y [B, Nq, H, Dh], residual, MLP."""
@@ -305,9 +300,10 @@ class HiARM(nn.Module):
     the cache and to each other. Slot layout and masks are tables indexed by `step`.
 
     Args:
-      cache_keys, cache_values: per layer head-major [B, H, S + T, Dh], laid out as
-        `Ordering.cache_slots()` (condition, then context slots by token id). Entries of
-        groups not yet generated may hold anything: the masks never read them.
+      cache_keys, cache_values: per layer head-major [B, H, S + T + W, Dh]: the
+        `Ordering.cache_slots()` layout (condition, then context slots by token id),
+        then W scratch entries that hold the current step's slots. Entries of groups
+        not yet generated may hold anything: the masks never read them.
       step: int32 scalar g in [0, G).
       slot_ids: [B, W] the sampled values of the step's context slots (other entries
         unused).
@@ -323,8 +319,11 @@ class HiARM(nn.Module):
     is_context = jnp.asarray(order.step_streams)[step] == orderings.CONTEXT  # [W]
     x = jnp.where(is_context[:, None], self.embed_context(slot_tokens, slot_ids),
                   self.embed_query(slot_tokens))  # [B, W, C]
-    # Query and padding slots are written out of bounds and dropped.
-    write_at = jnp.where(is_context & (slot_tokens >= 0), s + slot_tokens, s + t)
+    # Context slots go to their token's entry, query slots to the step's scratch entries
+    # after the tokens, padding out of bounds (dropped).
+    width = order.step_width
+    write_at = jnp.where(slot_tokens < 0, s + t + width,
+                         jnp.where(is_context, s + slot_tokens, s + t + jnp.arange(width)))
     head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, W, H, Dh] → [B, H, W, Dh]
     new_keys, new_values = [], []
     for layer, (block, local) in enumerate(self._blocks()):
@@ -335,7 +334,7 @@ class HiARM(nn.Module):
       new_keys.append(layer_keys)
       new_values.append(layer_values)
       mask = jnp.asarray(order.step_masks(local=local))[step]  # [W, S + T + W]
-      x = block.attend_cached(x, queries, layer_keys, layer_values, keys, values, mask)
+      x = block.attend_cached(x, queries, layer_keys, layer_values, mask)
     queries = self.final_norm(x)
     return (self.sparse_head(queries), self.dense_head(queries), tuple(new_keys),
             tuple(new_values))
