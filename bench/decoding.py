@@ -11,10 +11,24 @@ HiARM (the parameters do not depend on the ordering) and are timed round-robin, 
 ratios are measured side by side:
   speedup_vs_raster = time(raster) / time(ordering)      (cached)
   cache_speedup     = time(recompute) / time(cached)     (same ordering)
+
+Step cost. A cached step costs about a + b W (a: the step's fixed cost, b: the cost of one
+slot, W: its slots). Raster runs G_r = 65 steps of W_r = 2 slots, hierarchical G_h = 33 of
+W_h = 4: the same slot passes (every token once as a context slot, once as a query slot),
+so hierarchical saves only fixed costs and
+
+  speedup = G_r (a + W_r b) / (G_h (a + W_h b)),  at most G_r / G_h (when b = 0).
+
+The raster order is also timed with its steps padded to W_h slots (same steps, more
+slots), which gives a and b side by side; `step_costs` reports them, the speedup they
+predict, the slot cost a given speedup target needs, the throughput that cost means for
+the slot's FLOPs, and the speedup the fixed cost allows with slots at the matmul peak.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 from absl import app
@@ -37,23 +51,81 @@ _RECOMPUTE_MAX_BATCH = flags.DEFINE_integer(
     'recompute_max_batch', 64, 'Also time use_cache=False at batch sizes up to this (-1: '
     'never). Recomputing is slow: 65 full passes per call for raster.')
 
+# The issue's target for the hierarchical order's speed-up over raster.
+TARGET_SPEEDUP = 1.7
+
 SMOKE_BATCH_SIZES = (2,)
 # Smoke runs compile two orderings: the baseline and the paper's.
 SMOKE_ORDERINGS = ('hierarchical', 'raster')
+
+
+@dataclasses.dataclass(frozen=True)
+class WidenedOrdering(orderings.Ordering):
+  """An ordering whose decoding steps are padded to `width` slots (padding slots are
+  masked out): the same steps, more slots, to measure a slot's cost."""
+
+  width: int = 0
+
+  @functools.cached_property
+  def step_width(self) -> int:
+    return max(self.width, orderings.Ordering.step_width.func(self))
+
+
+def step_cost(*, base_s: float, widened_s: float, base_steps: int, base_width: int,
+              widened_width: int, fast_s: float, fast_steps: int, fast_width: int,
+              slot_flops: float, peak_flops_per_s: float,
+              target_speedup: float = TARGET_SPEEDUP) -> dict[str, float]:
+  """Splits a cached step into a + b W and bounds an ordering's speed-up with it.
+
+  Args:
+    base_s, widened_s: seconds of the baseline ordering (raster) with its own step width
+      and padded to `widened_width`; base_steps, base_width: its steps and width.
+    fast_s, fast_steps, fast_width: the ordering compared (hierarchical).
+    slot_flops: FLOPs of one slot of one step (the whole batch).
+    peak_flops_per_s: the matmul peak.
+    target_speedup: the speed-up of interest.
+  Returns:
+    step_fixed_s (a), slot_s (b), fixed_per_slot (a / b), predicted_fast_s and
+    predicted_speedup (from a and b), measured_speedup, step_count_limit
+    (base_steps / fast_steps, the speed-up as b → 0), needed_slot_s (the largest b that
+    gives target_speedup with this a; 0 if none does), needed_slot_flops_per_s and
+    needed_share_of_peak (that b's throughput on slot_flops; None if no b does),
+    speedup_at_peak (the speed-up with this a and slots at the matmul peak).
+  """
+  if widened_width <= base_width:
+    raise ValueError(f'widened_width {widened_width} must exceed base_width {base_width}')
+  slot_s = (widened_s - base_s) / (base_steps * (widened_width - base_width))
+  fixed_s = base_s / base_steps - base_width * slot_s
+  speedup = lambda a, b: base_steps * (a + base_width * b) / (fast_steps * (a + fast_width * b))
+  # speedup(a, b) = R  <=>  a (G_b - R G_f) = b (R G_f W_f - G_b W_b).
+  numerator = base_steps - target_speedup * fast_steps
+  denominator = target_speedup * fast_steps * fast_width - base_steps * base_width
+  if denominator <= 0:
+    raise ValueError(f'target_speedup {target_speedup} is reached whatever the slot cost')
+  needed_slot_s = max(fixed_s * numerator / denominator, 0.0)
+  peak_slot_s = slot_flops / peak_flops_per_s
+  needed_rate = slot_flops / needed_slot_s if needed_slot_s > 0 else None
+  return dict(step_fixed_s=fixed_s, slot_s=slot_s, fixed_per_slot=fixed_s / slot_s,
+              predicted_fast_s=fast_steps * (fixed_s + fast_width * slot_s),
+              predicted_speedup=speedup(fixed_s, slot_s), measured_speedup=base_s / fast_s,
+              step_count_limit=base_steps / fast_steps, slot_flops=slot_flops,
+              needed_slot_s=needed_slot_s, needed_slot_flops_per_s=needed_rate,
+              needed_share_of_peak=needed_rate and needed_rate / peak_flops_per_s,
+              speedup_at_peak=speedup(fixed_s, peak_slot_s))
 
 
 def _step_flops(hiarm: hiarm_lib.HiARM, variables: Any, rows: int, use_cache: bool
                 ) -> float:
   """FLOPs of one decoding step for `rows` rows.
 
-  Cached: `HiARM.decode_step` (W packed slots) on a [rows, H, S + T, Dh] cache;
+  Cached: `HiARM.decode_step` (W packed slots) on a [rows, H, S + T + W, Dh] cache;
   recompute: the full teacher-forced pass. The sampling (argmax over the vocabulary) is
   left out: it is comparisons, not FLOPs.
   """
   order = hiarm.decoding_order
   s, t = order.num_sparse, order.num_tokens
   if use_cache:
-    shape = (rows, hiarm.num_heads, s + t, hiarm.head_dim)  # Head-major, condition first.
+    shape = (rows, hiarm.num_heads, s + t + order.step_width, hiarm.head_dim)  # Head-major.
     cache = tuple(jnp.zeros(shape) for _ in range(hiarm.num_layers))
     fn = jax.jit(lambda v, k, val, step, ids: hiarm.apply(
         v, k, val, step, ids, method=hiarm_lib.HiARM.decode_step))
@@ -87,6 +159,38 @@ def generation_cost(hiarm: hiarm_lib.HiARM, variables: Any, cond_2d: jax.Array,
   return stats
 
 
+def measure_step_cost(raster: hiarm_lib.HiARM, widened: hiarm_lib.HiARM,
+                      fast: hiarm_lib.HiARM, variables: Any, cond_2d: jax.Array,
+                      cond_confidence: jax.Array, *, repeats: int, min_time: float,
+                      peak_flops_per_s: float, smoke: bool) -> dict[str, float]:
+  """`step_cost` of greedy generation: raster, raster widened, the fast ordering.
+
+  The step cost is a difference of times, so the three are timed round-robin with
+  three times the repeats, each a fifth as long: their best is less exposed to the slow
+  spells of a shared machine. The slot FLOPs are the difference of the two raster
+  steps' FLOPs per extra slot.
+  """
+  args = (variables, cond_2d, cond_confidence, jax.random.key(0))
+  modules = dict(raster=raster, widened=widened, fast=fast)
+  compiled = {name: generation_cost(module, *args[:3], smoke=smoke)['compiled']
+              for name, module in modules.items()}
+  timings = common.time_interleaved(
+      {name: (lambda c=c: c(*args)) for name, c in compiled.items()},
+      repeats=3 * repeats, min_time=min_time / 5)
+  best = lambda name: timings[name]['best_s']
+  order = {name: module.decoding_order for name, module in modules.items()}
+  rows = cond_2d.shape[0]
+  extra_slots = order['widened'].step_width - order['raster'].step_width
+  slot_flops = (_step_flops(widened, variables, rows, True)
+                - _step_flops(raster, variables, rows, True)) / extra_slots
+  return step_cost(base_s=best('raster'), widened_s=best('widened'),
+                   base_steps=order['raster'].num_groups,
+                   base_width=order['raster'].step_width,
+                   widened_width=order['widened'].step_width, fast_s=best('fast'),
+                   fast_steps=order['fast'].num_groups, fast_width=order['fast'].step_width,
+                   slot_flops=slot_flops, peak_flops_per_s=peak_flops_per_s)
+
+
 def run(*, prefix: str, batch_sizes: list[int], recompute_max_batch: int, smoke: bool,
         repeats: int, min_time: float,
         ordering_names: tuple[str, ...] = orderings.ORDERING_NAMES) -> dict[str, Any]:
@@ -101,7 +205,13 @@ def run(*, prefix: str, batch_sizes: list[int], recompute_max_batch: int, smoke:
   if 'raster' not in ordering_names:
     raise ValueError('the ratios need the raster ordering')
   modules = {name: base.clone(ordering=name) for name in ordering_names}
-  rows = []
+  widened = None  # Raster padded to the hierarchical width: the step cost's second point.
+  if 'hierarchical' in modules:
+    raster_order = modules['raster'].decoding_order
+    width = modules['hierarchical'].decoding_order.step_width
+    widened = base.clone(ordering=WidenedOrdering(
+        hierarchy, f'raster_w{width}', raster_order.group_tuples, width=width))
+  rows, step_costs = [], []
   for batch in batch_sizes:
     points, confidence, _ = common.random_keypoints(np.random.default_rng(batch), batch)
     cond = jnp.asarray(points / 1000.0 - 0.5)  # Roughly the model frame; values irrelevant.
@@ -135,13 +245,18 @@ def run(*, prefix: str, batch_sizes: list[int], recompute_max_batch: int, smoke:
                    recompute_flops=costs[(name, False)]['flops'],
                    cache_speedup=slow['best_s'] / cached['best_s'])
       rows.append(row)
+    if widened is not None:
+      step_costs.append(dict(batch_size=batch, **measure_step_cost(
+          modules['raster'], widened, modules['hierarchical'], variables, cond, conf,
+          repeats=repeats, min_time=min_time, peak_flops_per_s=peak, smoke=smoke)))
   return dict(machine=common.machine_info(), roofline=roofline,
               config=dict(prefix=prefix, smoke=smoke, hiarm=models['configs']['hiarm'],
                           parameters=common.count_parameters(variables['params']),
                           batch_sizes=list(batch_sizes),
                           recompute_max_batch=recompute_max_batch,
-                          orderings=list(ordering_names)),
-              results=rows)
+                          orderings=list(ordering_names),
+                          target_speedup=TARGET_SPEEDUP),
+              results=rows, step_costs=step_costs)
 
 
 def tables(report: dict[str, Any]) -> list[str]:
@@ -149,9 +264,18 @@ def tables(report: dict[str, Any]) -> list[str]:
              'poses_per_s', 'efficiency', 'speedup_vs_raster']
   if any('cache_speedup' in row for row in report['results']):
     columns += ['recompute_seconds', 'cache_speedup']
-  return [roofline_lib.roofline_table(report['roofline']),
-          common.format_table(report['results'], columns,
-                              'HiARM greedy generation (cached unless stated)')]
+  out = [roofline_lib.roofline_table(report['roofline']),
+         common.format_table(report['results'], columns,
+                             'HiARM greedy generation (cached unless stated)')]
+  if report['step_costs']:
+    target = report['config']['target_speedup']
+    out.append(common.format_table(
+        report['step_costs'],
+        ['batch_size', 'step_fixed_s', 'slot_s', 'fixed_per_slot', 'predicted_speedup',
+         'measured_speedup', 'needed_slot_s', 'needed_share_of_peak', 'speedup_at_peak'],
+        f'Cached step = a + b W (raster at W = 2 and padded): hierarchical vs raster, and '
+        f'the slot cost b a {target}x speed-up needs'))
+  return out
 
 
 def main(argv):

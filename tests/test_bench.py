@@ -106,6 +106,61 @@ def test_decoding(tmp_path):
                                  'recompute_flops', 'cache_speedup'])
     # Recomputing the prefix does more work than the cached step.
     assert row['recompute_flops'] > row['flops']
+  (cost,) = report['step_costs']
+  assert cost['batch_size'] == decoding.SMOKE_BATCH_SIZES[0]
+  assert_finite_positive(cost, ['slot_flops', 'predicted_speedup', 'measured_speedup',
+                                'step_count_limit', 'speedup_at_peak'])
+  for key in ('step_fixed_s', 'slot_s', 'fixed_per_slot', 'predicted_fast_s',
+              'needed_slot_s'):
+    assert math.isfinite(cost[key]), key
+  # A slot of the batch of 2 does work: its FLOPs are those of a few small products.
+  assert cost['slot_flops'] > 2 * 1000
+
+
+def test_step_cost_recovers_the_step_model():
+  """Times made from a step of a + b W give back a and b, the speed-up and its bound."""
+  a, b = 3e-3, 1e-3
+  cost = decoding.step_cost(base_s=65 * (a + 2 * b), widened_s=65 * (a + 4 * b),
+                            base_steps=65, base_width=2, widened_width=4,
+                            fast_s=33 * (a + 4 * b), fast_steps=33, fast_width=4,
+                            slot_flops=2e8, peak_flops_per_s=1e11, target_speedup=1.7)
+  assert cost['step_fixed_s'] == pytest.approx(a)
+  assert cost['slot_s'] == pytest.approx(b)
+  assert cost['predicted_speedup'] == pytest.approx(cost['measured_speedup'])
+  assert cost['step_count_limit'] == pytest.approx(65 / 33)
+  needed = cost['needed_slot_s']  # The slot cost at which the speed-up is exactly 1.7.
+  assert 65 * (a + 2 * needed) / (33 * (a + 4 * needed)) == pytest.approx(1.7)
+  assert cost['needed_share_of_peak'] == pytest.approx(2e8 / needed / 1e11)
+  at_peak = 2e8 / 1e11
+  assert cost['speedup_at_peak'] == pytest.approx(65 * (a + 2 * at_peak) / (33 * (a + 4 * at_peak)))
+  # Past the step-count limit no slot cost reaches the target.
+  beyond = decoding.step_cost(base_s=1.0, widened_s=2.0, base_steps=65, base_width=2,
+                              widened_width=4, fast_s=1.0, fast_steps=33, fast_width=4,
+                              slot_flops=1.0, peak_flops_per_s=1.0, target_speedup=2.0)
+  assert beyond['needed_slot_s'] == 0 and beyond['needed_share_of_peak'] is None
+
+
+def test_widened_ordering_decodes_like_its_base():
+  """Padding every raster step to 4 slots changes the cost, not the tokens or logits."""
+  from hipart_jax import orderings, skeleton
+  from hipart_jax.models import decoding as generation
+  from hipart_jax.models import hiarm as hiarm_lib
+  hierarchy = skeleton.default_hierarchy()
+  raster = orderings.make_ordering(hierarchy, 'raster')
+  widened = decoding.WidenedOrdering(hierarchy, 'raster_w4', raster.group_tuples, width=4)
+  assert (raster.step_width, widened.step_width) == (2, 4)
+  model = hiarm_lib.HiARM(hierarchy, 7, 9, ordering=raster, width=16, num_lsab=1,
+                          num_gcsab=1, num_heads=2, mlp_ratio=1)
+  rng = np.random.default_rng(0)
+  cond = jnp.asarray(rng.normal(size=(2, hierarchy.num_sparse, 2)), jnp.float32)
+  conf = jnp.ones((2, hierarchy.num_sparse), jnp.float32)
+  params = jax.jit(model.init)(jax.random.key(0), cond, conf,
+                               jnp.zeros((2, hierarchy.num_sparse), jnp.int32),
+                               jnp.zeros((2, hierarchy.num_dense), jnp.int32))
+  out = [generation.generate(model.clone(ordering=o), params, cond, conf, jax.random.key(1),
+                             return_logits=True) for o in (raster, widened)]
+  np.testing.assert_array_equal(out[0]['dense_ids'], out[1]['dense_ids'])
+  np.testing.assert_allclose(out[0]['dense_logits'], out[1]['dense_logits'], atol=1e-5)
 
 
 def test_hlo_dots_and_ceiling_of_a_known_program():
