@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -74,7 +74,7 @@ class WidenedOrdering(orderings.Ordering):
 def step_cost(*, base_s: float, widened_s: float, base_steps: int, base_width: int,
               widened_width: int, fast_s: float, fast_steps: int, fast_width: int,
               slot_flops: float, peak_flops_per_s: float,
-              target_speedup: float = TARGET_SPEEDUP) -> dict[str, float]:
+              target_speedup: float = TARGET_SPEEDUP) -> dict[str, float | None]:
   """Splits a cached step into a + b W and bounds an ordering's speed-up with it.
 
   Args:
@@ -159,27 +159,27 @@ def generation_cost(hiarm: hiarm_lib.HiARM, variables: Any, cond_2d: jax.Array,
   return stats
 
 
-def measure_step_cost(raster: hiarm_lib.HiARM, widened: hiarm_lib.HiARM,
-                      fast: hiarm_lib.HiARM, variables: Any, cond_2d: jax.Array,
-                      cond_confidence: jax.Array, *, repeats: int, min_time: float,
-                      peak_flops_per_s: float, smoke: bool) -> dict[str, float]:
-  """`step_cost` of greedy generation: raster, raster widened, the fast ordering.
+def measure_step_cost(thunks: dict[str, Callable[[], Any]], raster: hiarm_lib.HiARM,
+                      widened: hiarm_lib.HiARM, fast: hiarm_lib.HiARM, variables: Any,
+                      rows: int, *, repeats: int, min_time: float,
+                      peak_flops_per_s: float) -> dict[str, float | None]:
+  """`step_cost` of greedy generation from the raster, widened and fast orderings.
 
-  The step cost is a difference of times, so the three are timed round-robin with
-  three times the repeats, each a fifth as long: their best is less exposed to the slow
-  spells of a shared machine. The slot FLOPs are the difference of the two raster
-  steps' FLOPs per extra slot.
+  Args:
+    thunks: {'raster', 'widened', 'fast'}: a call of each one's compiled generation.
+    raster, widened, fast: their HiARM modules; variables: the HiARM variables.
+    rows: the batch.
+    repeats, min_time: the report's timing settings.
+    peak_flops_per_s: the matmul peak.
+
+  The step cost is a difference of times, so the three are timed round-robin with three
+  times the repeats, each a fifth as long: their best is less exposed to the slow spells
+  of a shared machine. A slot's FLOPs are the two raster steps' difference per extra slot.
   """
-  args = (variables, cond_2d, cond_confidence, jax.random.key(0))
-  modules = dict(raster=raster, widened=widened, fast=fast)
-  compiled = {name: generation_cost(module, *args[:3], smoke=smoke)['compiled']
-              for name, module in modules.items()}
-  timings = common.time_interleaved(
-      {name: (lambda c=c: c(*args)) for name, c in compiled.items()},
-      repeats=3 * repeats, min_time=min_time / 5)
+  timings = common.time_interleaved(thunks, repeats=3 * repeats, min_time=min_time / 5)
   best = lambda name: timings[name]['best_s']
-  order = {name: module.decoding_order for name, module in modules.items()}
-  rows = cond_2d.shape[0]
+  order = dict(raster=raster.decoding_order, widened=widened.decoding_order,
+               fast=fast.decoding_order)
   extra_slots = order['widened'].step_width - order['raster'].step_width
   slot_flops = (_step_flops(widened, variables, rows, True)
                 - _step_flops(raster, variables, rows, True)) / extra_slots
@@ -246,9 +246,12 @@ def run(*, prefix: str, batch_sizes: list[int], recompute_max_batch: int, smoke:
                    cache_speedup=slow['best_s'] / cached['best_s'])
       rows.append(row)
     if widened is not None:
+      compiled = generation_cost(widened, variables, cond, conf, smoke=smoke)['compiled']
+      thunks = dict(raster=variants[('raster', True)], fast=variants[('hierarchical', True)],
+                    widened=lambda c=compiled: c(variables, cond, conf, jax.random.key(0)))
       step_costs.append(dict(batch_size=batch, **measure_step_cost(
-          modules['raster'], widened, modules['hierarchical'], variables, cond, conf,
-          repeats=repeats, min_time=min_time, peak_flops_per_s=peak, smoke=smoke)))
+          thunks, modules['raster'], widened, modules['hierarchical'], variables, batch,
+          repeats=repeats, min_time=min_time, peak_flops_per_s=peak)))
   return dict(machine=common.machine_info(), roofline=roofline,
               config=dict(prefix=prefix, smoke=smoke, hiarm=models['configs']['hiarm'],
                           parameters=common.count_parameters(variables['params']),

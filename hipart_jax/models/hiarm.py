@@ -88,37 +88,35 @@ class AttentionBlock(nn.Module):
     Returns:
       [B, Nq, C].
     """
-    chex.assert_shape(mask, (queries.shape[1], keys.shape[1]))
-    chex.assert_equal_shape((keys, values))
-    # Head-major products with the mask as an additive bias: a 1.16-1.2x faster HiARM
-    # gradient on CPU than batch-major einsums with a select (BENCHMARKS.md).
     head_major = lambda a: jnp.swapaxes(a, 1, 2)  # [B, N, H, Dh] → [B, H, N, Dh]
-    queries = head_major(queries * queries.shape[-1] ** -0.5)
-    logits = jnp.einsum('bhqd,bhkd->bhqk', queries, head_major(keys)) + _mask_bias(mask)
-    weights = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
-    y = jnp.einsum('bhqk,bhkd->bhqd', weights, head_major(values))
-    return self._output(x, head_major(y), train=train)
+    return self.attend_head_major(x, queries, head_major(keys), head_major(values), mask,
+                                  train=train)
 
-  def attend_cached(self, x: Array, queries: Array, cache_keys: Array, cache_values: Array,
-                    mask: Array) -> Array:
-    """`attend` over a head-major key/value cache (eval mode).
+  def attend_head_major(self, x: Array, queries: Array, keys: Array, values: Array,
+                        mask: Array, *, train: bool) -> Array:
+    """`attend` over head-major keys/values, e.g. the decoder's key/value cache.
 
-    The caller has written the attending slots' own keys/values into the cache, so one
-    product per side reads everything in place: no concatenation with new keys and no
-    transposition, either of which would copy the cache at every decoding step.
+    The cached decoding step first writes its slots' own keys/values into the cache, so
+    one product per side reads everything in place: no concatenation with new keys and
+    no transposition, either of which would copy the cache at every step.
 
     Args:
       x: [B, Nq, C]; queries: [B, Nq, H, Dh].
-      cache_keys, cache_values: [B, H, Nc, Dh].
-      mask: [Nq, Nc] bool.
+      keys, values: [B, H, Nk, Dh].
+      mask: [Nq, Nk] bool, True = may attend; every row needs one True.
+      train: enables dropout.
     Returns:
       [B, Nq, C].
     """
-    chex.assert_shape(mask, (queries.shape[1], cache_keys.shape[2]))
+    chex.assert_shape(mask, (queries.shape[1], keys.shape[2]))
+    chex.assert_equal_shape((keys, values))
+    # Head-major products with the mask as an additive bias: a 1.16-1.2x faster HiARM
+    # gradient on CPU than batch-major einsums with a select (BENCHMARKS.md).
     queries = jnp.swapaxes(queries * queries.shape[-1] ** -0.5, 1, 2)  # [B, H, Nq, Dh]
-    logits = jnp.einsum('bhqd,bhkd->bhqk', queries, cache_keys) + _mask_bias(mask)
-    y = jnp.einsum('bhqk,bhkd->bhqd', jax.nn.softmax(logits, axis=-1), cache_values)
-    return self._output(x, jnp.swapaxes(y, 1, 2), train=False)
+    logits = jnp.einsum('bhqd,bhkd->bhqk', queries, keys) + _mask_bias(mask)
+    weights = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
+    y = jnp.einsum('bhqk,bhkd->bhqd', weights, values)
+    return self._output(x, jnp.swapaxes(y, 1, 2), train=train)
 
   def _output(self, x: Array, y: Array, *, train: bool) -> Array:
     """Output projection of the attended values y [B, Nq, H, Dh], residual, MLP."""
@@ -334,7 +332,8 @@ class HiARM(nn.Module):
       new_keys.append(layer_keys)
       new_values.append(layer_values)
       mask = jnp.asarray(order.step_masks(local=local))[step]  # [W, S + T + W]
-      x = block.attend_cached(x, queries, layer_keys, layer_values, mask)
+      x = block.attend_head_major(x, queries, layer_keys, layer_values, mask,
+                                  train=False)
     queries = self.final_norm(x)
     return (self.sparse_head(queries), self.dense_head(queries), tuple(new_keys),
             tuple(new_values))
