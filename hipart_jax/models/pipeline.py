@@ -206,7 +206,8 @@ def predict_on_devices(model: HiPART, variables: dict[str, Any], keypoints: jnp.
 
   On a CPU host with one XLA device per core (launch/cpu_devices.py) this runs the
   cores on separate poses: in chunks of 16, 2.1-2.3x the throughput of `predict` on one
-  device and the whole batch at batch 1024 on 2 cores (BENCHMARKS.md, change 13). Device i samples with `fold_in(rng, i)`.
+  device and the whole batch at batch 1024 on 2 cores (BENCHMARKS.md, change 13).
+  Device i samples with `fold_in(rng, i)`.
 
   Args:
     devices: a tuple of devices (static); the batch B must be a multiple of its length.
