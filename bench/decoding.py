@@ -139,36 +139,44 @@ def _step_flops(hiarm: hiarm_lib.HiARM, variables: Any, rows: int, use_cache: bo
 
 
 def uncounted_scan_flops(hiarm: hiarm_lib.HiARM, variables: Any, rows: int,
-                         use_cache: bool = True) -> float:
+                         use_cache: bool = True, *, step_flops: float | None = None
+                         ) -> float:
   """The FLOPs of `decoding.generate` that XLA's cost analysis leaves out: it counts the
-  body of the scan over the G groups once, so G - 1 steps are missing."""
-  return (hiarm.decoding_order.num_groups - 1) * _step_flops(hiarm, variables, rows,
-                                                             use_cache)
+  body of the scan over the G groups once, so G - 1 steps are missing. `step_flops`:
+  one step's FLOPs when already known (else lowered here)."""
+  if step_flops is None:
+    step_flops = _step_flops(hiarm, variables, rows, use_cache)
+  return (hiarm.decoding_order.num_groups - 1) * step_flops
 
 
 def generation_cost(hiarm: hiarm_lib.HiARM, variables: Any, cond_2d: jax.Array,
                     cond_confidence: jax.Array, *, use_cache: bool = True,
                     num_samples: int = 1, smoke: bool = False) -> dict[str, Any]:
-  """Compiles greedy `decoding.generate`; FLOPs corrected for the scan's trip count."""
+  """Compiles greedy `decoding.generate`; FLOPs corrected for the scan's trip count.
+
+  Returns `common.compile_stats`'s dict, plus 'step_flops': one step's FLOPs."""
   stats = common.compile_stats(decoding.generate, hiarm, variables, cond_2d,
                                cond_confidence, jax.random.key(0), use_cache=use_cache,
                                num_samples=num_samples,
                                compiler_options=common.compiler_options(smoke))
   rows = cond_2d.shape[0] * num_samples
-  stats['flops'] += uncounted_scan_flops(hiarm, variables, rows, use_cache)
+  stats['step_flops'] = _step_flops(hiarm, variables, rows, use_cache)
+  stats['flops'] += uncounted_scan_flops(hiarm, variables, rows, use_cache,
+                                         step_flops=stats['step_flops'])
   return stats
 
 
-def measure_step_cost(thunks: dict[str, Callable[[], Any]], raster: hiarm_lib.HiARM,
-                      widened: hiarm_lib.HiARM, fast: hiarm_lib.HiARM, variables: Any,
-                      rows: int, *, repeats: int, min_time: float,
+def measure_step_cost(thunks: dict[str, Callable[[], Any]],
+                      orders: dict[str, orderings.Ordering], step_flops: dict[str, float],
+                      *, repeats: int, min_time: float,
                       peak_flops_per_s: float) -> dict[str, float | None]:
   """`step_cost` of greedy generation from the raster, widened and fast orderings.
 
   Args:
     thunks: {'raster', 'widened', 'fast'}: a call of each one's compiled generation.
-    raster, widened, fast: their HiARM modules; variables: the HiARM variables.
-    rows: the batch.
+    orders: their orderings, same keys.
+    step_flops: {'raster', 'widened'}: the FLOPs of one cached step of each
+      (`generation_cost`'s 'step_flops').
     repeats, min_time: the report's timing settings.
     peak_flops_per_s: the matmul peak.
 
@@ -178,16 +186,13 @@ def measure_step_cost(thunks: dict[str, Callable[[], Any]], raster: hiarm_lib.Hi
   """
   timings = common.time_interleaved(thunks, repeats=3 * repeats, min_time=min_time / 5)
   best = lambda name: timings[name]['best_s']
-  order = dict(raster=raster.decoding_order, widened=widened.decoding_order,
-               fast=fast.decoding_order)
-  extra_slots = order['widened'].step_width - order['raster'].step_width
-  slot_flops = (_step_flops(widened, variables, rows, True)
-                - _step_flops(raster, variables, rows, True)) / extra_slots
+  extra_slots = orders['widened'].step_width - orders['raster'].step_width
+  slot_flops = (step_flops['widened'] - step_flops['raster']) / extra_slots
   return step_cost(base_s=best('raster'), widened_s=best('widened'),
-                   base_steps=order['raster'].num_groups,
-                   base_width=order['raster'].step_width,
-                   widened_width=order['widened'].step_width, fast_s=best('fast'),
-                   fast_steps=order['fast'].num_groups, fast_width=order['fast'].step_width,
+                   base_steps=orders['raster'].num_groups,
+                   base_width=orders['raster'].step_width,
+                   widened_width=orders['widened'].step_width, fast_s=best('fast'),
+                   fast_steps=orders['fast'].num_groups, fast_width=orders['fast'].step_width,
                    slot_flops=slot_flops, peak_flops_per_s=peak_flops_per_s)
 
 
@@ -246,12 +251,18 @@ def run(*, prefix: str, batch_sizes: list[int], recompute_max_batch: int, smoke:
                    cache_speedup=slow['best_s'] / cached['best_s'])
       rows.append(row)
     if widened is not None:
-      compiled = generation_cost(widened, variables, cond, conf, smoke=smoke)['compiled']
+      widened_cost = generation_cost(widened, variables, cond, conf, smoke=smoke)
+      compiled = widened_cost['compiled']
       thunks = dict(raster=variants[('raster', True)], fast=variants[('hierarchical', True)],
                     widened=lambda c=compiled: c(variables, cond, conf, jax.random.key(0)))
+      orders = dict(raster=modules['raster'].decoding_order,
+                    widened=widened.decoding_order,
+                    fast=modules['hierarchical'].decoding_order)
+      step_flops = dict(raster=costs[('raster', True)]['step_flops'],
+                        widened=widened_cost['step_flops'])
       step_costs.append(dict(batch_size=batch, **measure_step_cost(
-          thunks, modules['raster'], widened, modules['hierarchical'], variables, batch,
-          repeats=repeats, min_time=min_time, peak_flops_per_s=peak)))
+          thunks, orders, step_flops, repeats=repeats, min_time=min_time,
+          peak_flops_per_s=peak)))
   return dict(machine=common.machine_info(), roofline=roofline,
               config=dict(prefix=prefix, smoke=smoke, hiarm=models['configs']['hiarm'],
                           parameters=common.count_parameters(variables['params']),
