@@ -61,8 +61,8 @@ from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
 from hipart_jax import orderings
-from hipart_jax import stages
-from hipart_jax import train
+from hipart_jax import skeleton
+from hipart_jax.training import loop
 from launch import demo as demo_lib
 from launch import quiet_logs
 from launch.configs import cmu_hiarm
@@ -79,7 +79,6 @@ DUMMY_DIR = pathlib.Path(cmu_builder.__file__).parent / 'dummy_data'
 LIFTER_MODES = ('sparse', 'hierarchical', 'oracle')
 # The HiARM whose generations the 'hierarchical' lifter reads.
 LIFTER_ORDERING = 'hierarchical'
-LEVELS = stages.LEVELS
 # `--smoke` compares two orderings unless --orderings is given.
 SMOKE_ORDERINGS = (LIFTER_ORDERING, 'raster')
 
@@ -236,7 +235,7 @@ def train_runs(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.P
   for name, config in runs.items():
     start = time.perf_counter()
     logging.info('=== training %s (%d steps) ===', name, config.num_train_steps)
-    train.train_and_evaluate(config, workdir / name, train_source=train_source,
+    loop.train_and_evaluate(config, workdir / name, train_source=train_source,
                              eval_source=eval_source, hierarchy=hierarchy)
     seconds[name] = time.perf_counter() - start
   return seconds
@@ -270,7 +269,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
            + ' | '.join(f'frame: {level}' for level in levels) + ' |',
            '|---|---|---|' + '---|' * len(levels)]
   by_occlusion = report['msst_by_occlusion']
-  for level in LEVELS:
+  for level in skeleton.LEVELS:
     lines.append(f'| {level} | {_fmt(msst.get(f"recon_{level}_px"))} '
                  f'| {_fmt(msst.get(f"recon_{level}_mm_equivalent"))} | '
                  + ' | '.join(_fmt(by_occlusion[occlusion][f'recon_{level}_px'])
@@ -292,7 +291,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
       m = table[level]
       lines.append(
           f'| {ordering} | {table["decoding_steps"]} | {level} '
-          + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in LEVELS)
+          + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
           + f'| {_fmt(m["generated_fine_mm_equivalent"])} '
           f'| {_fmt(m["sparse_accuracy"], 3)} / {_fmt(m["dense_accuracy"], 3)} '
           f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
@@ -338,7 +337,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         continue
       m = table[level]
       lines.append(f'| {name} | {level} '
-                   + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in LEVELS)
+                   + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
                    + f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
                    f'{_fmt(m["generated_dense_token_accuracy"], 3)} |')
   lines += ['']

@@ -3,7 +3,7 @@
 One pose set (tests/keypoint_files.py: two people, three frames, a missing wrist) is
 written as npz and in each detector format; each file goes through `infer.run` with the
 session's tiny hierarchical lifter. Every run has the same number of rows and batch size,
-so `pipeline.predict` compiles once for the module.
+so `hipart.predict` compiles once for the module.
 """
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 
 import keypoint_files
 from hipart_jax import skeleton
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 from launch import infer
 
 BATCH = 4  # 6 rows: a full batch and a padded one.
@@ -24,7 +24,7 @@ SAME_ARRAYS = {'pose_3d': 1e-5, 'confidence': 1e-6, 'keypoints_2d': 1e-3, 'spars
 
 
 def _predict_compiles():
-  return pipeline.predict._cache_size()  # pylint: disable=protected-access
+  return hipart.predict._cache_size()  # pylint: disable=protected-access
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +34,7 @@ def checkpoint(tiny_pipeline):
 
 @pytest.fixture(scope='module')
 def from_npz(checkpoint, tmp_path_factory):
-  """infer.run's arrays for the npz file (this run compiles `pipeline.predict`)."""
+  """infer.run's arrays for the npz file (this run compiles `hipart.predict`)."""
   root = tmp_path_factory.mktemp('infer_npz')
   return infer.run(checkpoint=checkpoint, input_path=str(keypoint_files.write_npz(root)),
                    output=str(root / 'poses_3d.npz'), batch_size=BATCH)

@@ -5,33 +5,20 @@
       --config.init_from.hiarm=/runs/cmu/hiarm
 
 The argument after ':' is the input mode: sparse (baseline), hierarchical (HiPART: needs
-init_from.msst and init_from.hiarm) or oracle (ground-truth hierarchy: the upper bound).
+init_from.msst and init_from.hiarm) or oracle (ground-truth hierarchy: the upper bound);
+`,tiny` gives the test-size variant.
 """
 
 import ml_collections
 
+from hipart_jax.models import lifter
 from launch.configs import base
 from launch.configs import cmu_msst
-from launch.configs import h36m_lifter
 
 
-def get_config(mode: str = 'hierarchical') -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.stage = 'lifter'
-  config.dataset.name = cmu_msst.DATASET
-  config.dataset.input_source = cmu_msst.INPUT_SOURCE
-  config.model = h36m_lifter.lifter_model(mode or 'hierarchical')
-  config.loss = ml_collections.ConfigDict(dict(bone_weight=0.0,
-                                               generation_temperature=0.0))
-  config.init_from.msst = ''
-  config.init_from.hiarm = ''
-  config.batch_size = 128
-  config.eval_batch_size = 256
-  config.num_train_steps = 20_000
-  config.optimizer.lr = 1e-3
-  config.optimizer.warmup_steps = 500
-  config.log_every_steps = 100
-  config.eval_every_steps = 4_000
-  config.checkpoint_every_steps = 1_000
-  config.best_metric = 'eval/mpjpe_mm'
-  return config
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  mode, tiny = base.parse_variant(arg, lifter.LIFTER_MODES, 'hierarchical')
+  config = base.stage_config('lifter', dataset=cmu_msst.DATASET,
+                             input_source=cmu_msst.INPUT_SOURCE, schedule='cmu',
+                             model=base.lifter_model('paper', mode), loss=base.lifter_loss())
+  return base.make_tiny(config) if tiny else config

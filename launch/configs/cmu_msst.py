@@ -3,43 +3,26 @@
   python -m launch.train --config=launch/configs/cmu_msst.py --workdir=/runs/cmu/msst
 
 Build the dataset first (tfds_builders/cmu_mocap/README.md, config `shared_clips`, with
-`--manual_dir=../shared/data/cmu_mocap`). The model blocks are the Human3.6M paper-scale
-ones (h36m_*.py); bench/cmu_accuracy.py trains the same stages with the small synthetic
-model sizes instead, to fit a CPU budget.
+`--manual_dir=../shared/data/cmu_mocap`). bench/cmu_accuracy.py trains the same stages
+with the small synthetic model sizes instead, to fit a CPU budget; `:tiny` gives the
+test-size variant.
 """
 
 import ml_collections
 
 from hipart_jax import augment
 from launch.configs import base
-from launch.configs import h36m_msst
-from launch.configs import synthetic_msst
 from tfds_builders.cmu_mocap import cmu_mocap_dataset_builder as cmu_builder
 
 DATASET = 'cmu_mocap/shared_clips'
 INPUT_SOURCE = 'gt'  # Projected joints: the only 2D source of the CMU builder.
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.stage = 'msst'
-  config.dataset.name = DATASET
-  config.dataset.input_source = INPUT_SOURCE
-  # The tokenizer encodes ground-truth hierarchies, but in the model frame of the input
-  # joints, which occlusion moves and rescales (the frame is the box of the visible
-  # joints). HiARM's targets and test inputs live in such frames, so the tokenizer is
-  # trained on them too: the default augmentation (occlusion, noise, flips).
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  _, tiny = base.parse_variant(arg, (), '')
+  config = base.stage_config('msst', dataset=DATASET, input_source=INPUT_SOURCE,
+                             schedule='cmu_msst', loss=base.msst_loss(),
+                             model=base.msst_model('paper', len(cmu_builder.ACTIONS)))
+  # Trained in the model frames of occluded inputs, as HiARM sees them (synthetic_msst).
   config.dataset.augment = augment.default_augment_config()
-  config.model = h36m_msst.msst_model(num_actions=len(cmu_builder.ACTIONS))
-  config.loss = synthetic_msst.msst_loss()
-  config.batch_size = 128
-  config.eval_batch_size = 256
-  # 20 204 training examples: 158 steps per epoch.
-  config.num_train_steps = 20_000
-  config.optimizer.lr = 1e-3
-  config.optimizer.warmup_steps = 500
-  config.log_every_steps = 100
-  config.eval_every_steps = 2_000
-  config.checkpoint_every_steps = 1_000
-  config.best_metric = 'eval/recon_fine_px'
-  return config
+  return base.make_tiny(config) if tiny else config
