@@ -58,9 +58,10 @@ def test_format_lifts_like_the_npz(checkpoint, from_npz, tmp_path, name):
   reference = from_npz
   path = keypoint_files.WRITERS[name](tmp_path)
   before = _predict_compiles()
+  requested = keypoint_files.FORMAT_OF[name] if name in keypoint_files.DETECTED_AS else None
   arrays = infer.run(checkpoint=checkpoint, input_path=str(path),
                      output=str(tmp_path / 'poses_3d.npz'), image_size=IMAGE_SIZE_FLAG,
-                     batch_size=BATCH)
+                     batch_size=BATCH, input_format=requested)
   with np.load(tmp_path / 'poses_3d.npz') as saved:  # The file holds what run returns.
     np.testing.assert_array_equal(saved['pose_3d'], arrays['pose_3d'])
   for key, atol in SAME_ARRAYS.items():
