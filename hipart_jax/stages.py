@@ -32,6 +32,7 @@ from hipart_jax.models import decoding
 from hipart_jax.models import hiarm as hiarm_lib
 from hipart_jax.models import lifter as lifter_lib
 from hipart_jax.models import msst as msst_lib
+from hipart_jax.models import simple_baseline
 
 LEVELS = ('sparse', 'dense', 'fine')
 
@@ -56,8 +57,20 @@ def build_hiarm(model_config, hierarchy: skeleton.Hierarchy,
                          **_model_kwargs(model_config))
 
 
-def build_lifter(model_config, hierarchy: skeleton.Hierarchy) -> lifter_lib.Lifter:
-  return lifter_lib.Lifter(hierarchy=hierarchy, **_model_kwargs(model_config))
+# The lifter networks by `model.architecture`; both take the same inputs and modes.
+LIFTER_ARCHITECTURES = {'transformer': lifter_lib.Lifter,
+                        'simple_baseline': simple_baseline.SimpleBaseline}
+
+
+def build_lifter(model_config, hierarchy: skeleton.Hierarchy
+                 ) -> lifter_lib.Lifter | simple_baseline.SimpleBaseline:
+  """The lifter of `model_config` ('architecture' defaults to the transformer)."""
+  kwargs = _model_kwargs(model_config)
+  architecture = kwargs.pop('architecture', 'transformer')
+  if architecture not in LIFTER_ARCHITECTURES:
+    raise ValueError(f'lifter model.architecture={architecture!r}; expected one of '
+                     f'{sorted(LIFTER_ARCHITECTURES)}')
+  return LIFTER_ARCHITECTURES[architecture](hierarchy=hierarchy, **kwargs)
 
 
 def load_frozen(directory: str, expected_stage: str, hierarchy: skeleton.Hierarchy
@@ -292,6 +305,8 @@ class LifterStage:
       return None
     if self.mode == 'oracle':
       return {level: batch[f'{level}_2d'] for level in LEVELS}
+    if 'generated_sparse_2d' in batch:  # Stored draws (`augmented_draws`).
+      return {level: batch[f'generated_{level}_2d'] for level in LEVELS}
     generated = generate_hierarchy(self.msst, self.hiarm, collections, batch['inputs_2d'],
                                    batch['inputs_confidence'], rng,
                                    temperature=self.temperature)

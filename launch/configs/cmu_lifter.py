@@ -5,7 +5,10 @@
       --config.init_from.hiarm=/runs/cmu/hiarm
 
 The argument after ':' is the input mode: sparse (baseline), hierarchical (HiPART: needs
-init_from.msst and init_from.hiarm) or oracle (ground-truth hierarchy: the upper bound).
+init_from.msst and init_from.hiarm) or oracle (ground-truth hierarchy: the upper bound),
+all with the transformer lifter; `mlp` is the SimpleBaseline MLP of Martinez et al. on
+the input joints (the field's classic baseline), and `mlp_hierarchical` / `mlp_oracle`
+the same MLP fed the generated / ground-truth hierarchy too.
 """
 
 import ml_collections
@@ -15,12 +18,31 @@ from launch.configs import cmu_msst
 from launch.configs import h36m_lifter
 
 
+MLP_PREFIX = 'mlp'
+
+
+def simple_baseline_model(mode: str) -> ml_collections.ConfigDict:
+  """The SimpleBaseline MLP (Martinez et al. 2017: width 1024, two residual blocks)."""
+  return ml_collections.ConfigDict(dict(
+      architecture='simple_baseline', mode=mode, width=1024, num_blocks=2, dropout=0.25))
+
+
+def lifter_model(arg: str) -> ml_collections.ConfigDict:
+  """'sparse' | 'hierarchical' | 'oracle' (transformer), 'mlp' or 'mlp_<mode>' (MLP)."""
+  if arg == MLP_PREFIX:
+    return simple_baseline_model('sparse')
+  if arg.startswith(MLP_PREFIX + '_'):
+    return simple_baseline_model(arg[len(MLP_PREFIX) + 1:])
+  return h36m_lifter.lifter_model(arg)
+
+
 def get_config(mode: str = 'hierarchical') -> ml_collections.ConfigDict:
   config = base.get_config()
   config.stage = 'lifter'
   config.dataset.name = cmu_msst.DATASET
   config.dataset.input_source = cmu_msst.INPUT_SOURCE
-  config.model = h36m_lifter.lifter_model(mode or 'hierarchical')
+  config.dataset.eval_split = cmu_msst.VALIDATION_SPLIT
+  config.model = lifter_model(mode or 'hierarchical')
   config.loss = ml_collections.ConfigDict(dict(bone_weight=0.0,
                                                generation_temperature=0.0))
   config.init_from.msst = ''

@@ -18,6 +18,7 @@ from tfds_builders.cmu_mocap import cmu_mocap_dataset_builder as cmu_builder
 
 DATASET = 'cmu_mocap/shared_clips'
 INPUT_SOURCE = 'gt'  # Projected joints: the only 2D source of the CMU builder.
+VALIDATION_SPLIT = 'validation'  # Subject-disjoint from train and test.
 
 
 def get_config() -> ml_collections.ConfigDict:
