@@ -30,7 +30,6 @@ r"""HiPART's accuracy on real motion: a cross-subject CMU benchmark against stro
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -74,20 +73,24 @@ LIFTER_NAMES = {'mlp': 'SimpleBaseline MLP (baseline)',
                 'hipart': 'HiPART (generated hierarchy)',
                 'oracle': 'oracle (ground-truth hierarchy)'}
 TIMINGS = 'timings.json'
+SPLITS = ('train', 'validation', 'test')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', str(REPO / 'launch' / 'configs' / 'cmu_benchmark.py'),
-    'Benchmark settings (launch/configs/cmu_benchmark.py[:builder config | smoke]).')
-_WORKDIR = flags.DEFINE_string('workdir', '/tmp/hipart_cmu_accuracy',
-                               'Run directories, draws, timings and the report.')
-# bench/training.py defines a data_dir flag of the same meaning: either may come first.
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory (built there if '
-                                'missing; default: the TFDS default).', allow_override=True)
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', str(SHARED_CLIPS_DIR),
-                                  'CMU clips (asf_amc/, bvh/): the TFDS manual_dir.')
-_CLIPS = {split: flags.DEFINE_list(f'{split}_clips', None, f'Clip ids of the {split} '
-                                   'split, replacing the builder config\'s.')
-          for split in ('train', 'validation', 'test')}
+
+
+def define_flags() -> None:
+  """This program's flags (defined by `__main__` only, so tests can import the module)."""
+  config_flags.DEFINE_config_file(
+      'config', str(REPO / 'launch' / 'configs' / 'cmu_benchmark.py'),
+      'Benchmark settings (launch/configs/cmu_benchmark.py[:builder config | smoke]).')
+  flags.DEFINE_string('workdir', '/tmp/hipart_cmu_accuracy',
+                      'Run directories, draws, timings and the report.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (built there if missing; '
+                      'default: the TFDS default).')
+  flags.DEFINE_string('manual_dir', str(SHARED_CLIPS_DIR),
+                      'CMU clips (asf_amc/, bvh/): the TFDS manual_dir.')
+  for split in SPLITS:
+    flags.DEFINE_list(f'{split}_clips', None,
+                      f'Clip ids of the {split} split, replacing the builder config\'s.')
 
 
 # --------------------------------------------------------------------------------------
@@ -142,20 +145,17 @@ def prepare_dataset(data: ml_collections.ConfigDict, manual_dir: str | pathlib.P
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
 
 
-class Subset(collections.abc.Sequence):
-  """The examples of a source at the given indices."""
-
-  def __init__(self, source: Sequence[Any], indices: Sequence[int]):
-    self._source, self._indices = source, [int(i) for i in indices]
-
-  def __len__(self) -> int:
-    return len(self._indices)
-
-  def __getitem__(self, index: int) -> Any:
-    return self._source[self._indices[index]]
-
-  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-    return input_pipeline.read_examples(self._source, [self._indices[i] for i in indices])
+def in_memory(source: Sequence[Any], name: str, chunk: int = 4096) -> list[Any]:
+  """Every example of a source, decoded once: each stage, evaluation and lifter reads the
+  same split again, and TFDS decoding is most of the host's work per example."""
+  examples = []
+  start = time.perf_counter()
+  for first in range(0, len(source), chunk):
+    examples += input_pipeline.read_examples(
+        source, range(first, min(first + chunk, len(source))))
+  logging.info('%s: %d examples decoded in %.0f s', name, len(examples),
+               time.perf_counter() - start)
+  return examples
 
 
 # --------------------------------------------------------------------------------------
@@ -524,9 +524,13 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
   start = time.perf_counter()
   prepare_dataset(data, manual_dir)
   timings.add('dataset', time.perf_counter() - start)
+  start = time.perf_counter()
   train_source, hierarchy, info = input_pipeline.load_source(data, data.train_split)
-  validation, _, _ = input_pipeline.load_source(data, c.validation_split)
-  test, _, _ = input_pipeline.load_source(data, c.test_split)
+  train_source = in_memory(train_source, data.train_split)
+  validation = in_memory(input_pipeline.load_source(data, c.validation_split)[0],
+                         c.validation_split)
+  test = in_memory(input_pipeline.load_source(data, c.test_split)[0], c.test_split)
+  timings.add('decoding', time.perf_counter() - start)
   action_names = info.features['action'].names
   runs = stage_configs(c, workdir, data, num_actions=len(action_names))
   strided_validation = stage_evals.Strided(validation, c.eval_stride)
@@ -589,14 +593,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   quiet_logs.install()
-  c = _CONFIG.value
-  workdir = pathlib.Path(_WORKDIR.value)
-  data_dir, manual_dir = _DATA_DIR.value, _MANUAL_DIR.value
-  clips = {split: flag.value for split, flag in _CLIPS.items()}
+  f = flags.FLAGS
+  c = f.config
+  workdir = pathlib.Path(f.workdir)
+  data_dir, manual_dir = f.data_dir, f.manual_dir
+  clips = {split: f[f'{split}_clips'].value for split in SPLITS}
   if c.smoke:  # The dummy clips, in a data_dir of their own.
     data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
-    clips = {split: flag.value or list(c.get(f'smoke_{split}_clips', ()))
-             for split, flag in _CLIPS.items()}
+    clips = {split: value or list(c[f'smoke_{split}_clips']) for split, value in clips.items()}
   report = run(workdir, c, data_dir, manual_dir, clips)
   text = report_markdown(report)
   reporting.write_json(report, str(workdir / 'cmu_accuracy.json'))
@@ -606,4 +610,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

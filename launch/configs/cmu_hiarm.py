@@ -20,6 +20,7 @@ def get_config(ordering: str = 'hierarchical') -> ml_collections.ConfigDict:
   config.stage = 'hiarm'
   config.dataset.name = cmu_msst.DATASET
   config.dataset.input_source = cmu_msst.INPUT_SOURCE
+  config.dataset.eval_split = cmu_msst.VALIDATION_SPLIT
   config.model = h36m_hiarm.hiarm_model(ordering or 'hierarchical')
   config.loss = ml_collections.ConfigDict(dict(dense_weight=1.0, label_smoothing=0.1))
   config.init_from.msst = ''  # Workdir of the stage-1 run (required).
