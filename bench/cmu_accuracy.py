@@ -478,14 +478,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f'**HiARM per ordering**: greedy generation, decoded; error (px) per level and '
             'generated token accuracy (sparse / dense), 1 test example in '
             f'{s["eval_stride"]}', '',
-            '| ordering | steps | occlusion | sparse px | dense px | fine px | gen acc |',
-            '|---|---|---|---|---|---|---|']
+            '| ordering | steps | occlusion | sparse px | dense px | fine px | hidden joints '
+            'px | gen acc |', '|---|---|---|---|---|---|---|---|']
   for ordering, table in report['hiarm'].items():
     for level in levels:
       m = table[level]
       lines.append(f'| {ordering} | {table["decoding_steps"]} | {level} '
                    + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in LEVELS)
-                   + f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
+                   + f'| {_fmt(m.get("hidden_sparse_px"))} '
+                   f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
                    f'{_fmt(m["generated_dense_token_accuracy"], 3)} |')
   feeds = report['diagnosis']['lifter_feeds']
   lines += ['', f'**Diagnosis**: MPJPE (mm) of the seed-{seeds[0]} HiPART and oracle '
