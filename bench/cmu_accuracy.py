@@ -1,48 +1,37 @@
-r"""HiPART's accuracy on real motion: the shared CMU mocap clips (`cmu_mocap/shared_clips`).
+r"""HiPART's accuracy on real motion: a cross-subject CMU benchmark against strong baselines.
 
-  python -m bench.cmu_accuracy --workdir=/tmp/hipart_cmu_accuracy \
-      [--data_dir=DIR] [--manual_dir=../shared/data/cmu_mocap] \
-      [--steps_msst=400] [--steps_hiarm=200] [--steps_lifter=400] \
-      [--orderings=hierarchical,center_to_periphery,sparse_to_dense,raster] [--smoke]
+  python -m bench.cmu_accuracy --config=launch/configs/cmu_benchmark.py:multi_subject \
+      --workdir=/tmp/cmu_benchmark [--data_dir=DIR] [--manual_dir=../shared/data/cmu_mocap] \
+      [--train_clips=...] [--validation_clips=...] [--test_clips=...] [--config.<field>=...]
 
-1. builds `cmu_mocap/shared_clips` from `--manual_dir` (train: clips 01_01..01_10; test:
-   01_11, 01_12 and the BVH clip 131_01, another subject);
-2. trains, each run in its own workdir under `--workdir` (a rerun skips finished runs and
-   resumes unfinished ones): the MSST tokenizer; one HiARM per ordering; three lifters
-   (sparse-only baseline, HiPART's generated hierarchy from the `hierarchical` HiARM,
-   and the ground-truth-hierarchy oracle);
-3. reports on the test split
-   (a) MSST reconstruction error per level, in pixels of the 1000-px virtual images and
-       in millimeter-equivalent, and codebook usage (the run's last logged evaluation);
-   (b) per ordering, the error of the greedily generated, decoded hierarchy per level,
-       teacher-forced and generated token accuracy, on clean and occluded inputs
-       (`input_pipeline.eval_batches(occlusion=...)`), and the generation time of one
-       batch;
-   (c) lifters: MPJPE, P-MPJPE and MPJPE on the occluded joints per occlusion level
-       (`evaluation.robustness_table`, through `launch.demo.evaluate_all`), on every
-       test example;
-   (d) a diagnosis: the HiPART and oracle lifters fed the generated hierarchy, the
-       tokenizer's reconstruction of the ground truth and the ground truth itself
-       (`stage_evals.diagnose_lifters`), and the HiARM the lifter reads on training
-       examples;
-   as `<workdir>/cmu_accuracy.json` and markdown tables (`cmu_accuracy.md`, printed).
-   (a), (b), (d) and the training-time evaluations read every `eval_stride`-th test
-   example (HiARM generation is the slow part on a CPU).
-
-Model sizes are the small synthetic ones (launch/configs/synthetic_*.py: tokenizer,
-HiARM and lifter with their loss, optimizer and batch settings), not the paper-scale
-cmu_*.py models, and the default step counts are short, so that the whole benchmark
-takes about an hour of a busy 2-core CPU (measured rates in BENCHMARKS.md); the data,
-splits and augmentation are those of launch/configs/cmu_*.py.
-
-`--smoke` (bench.common's flag) runs everything for one step with tiny models on the
-builder's `dummy_data` (invented motions in the real file formats), built into its own
-data directory under `--workdir` so it never mixes with a real build. `--output` (also
-bench.common's) writes a copy of the JSON report.
+1. builds the `cmu_mocap` builder config named by the config argument from `--manual_dir`
+   (`multi_subject`: subject-disjoint train / validation / test; see
+   tfds_builders/cmu_mocap/README.md). `--train_clips` etc. replace its clip lists (other
+   CMU subjects, other conversions: no code change), built as a config of their own;
+2. trains, each run in its own directory under `--workdir` (a rerun skips finished runs
+   and resumes unfinished ones; wall seconds per run accumulate in `timings.json`):
+   the MSST tokenizer; one HiARM per ordering; `num_draws` augmented draws of every
+   training example with the hierarchy the first ordering's HiARM generates from each
+   (`hipart_jax.augmented_draws`); then, per seed, four lifters reading those same rows:
+     mlp          SimpleBaseline MLP (Martinez et al. 2017) on the input joints
+     transformer  the spatial transformer on the input joints
+     hipart       the generated hierarchy + input joints, `hipart_architecture` lifter
+     oracle       the ground-truth hierarchy + input joints, the same lifter;
+   every training-time evaluation reads the validation split;
+3. reports on the test split, as `<workdir>/cmu_accuracy.json` and `cmu_accuracy.md`:
+   (a) lifters per occlusion level (MPJPE, P-MPJPE, MPJPE of the hidden joints): mean
+       over seeds and the seed spread; per test subject; the targets as ratios;
+   (b) the MSST's reconstruction and each ordering's generation error (1 test example in
+       `eval_stride`);
+   (c) the diagnosis: the HiPART and oracle lifters fed the generated hierarchy, the
+       tokenized ground truth and the ground truth;
+   (d) validation curves and training time per run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import pathlib
 import time
@@ -51,153 +40,193 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bench import common
+from bench import reporting
 from bench import stage_evals
+from hipart_jax import augmented_draws
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
-from hipart_jax import orderings
+from hipart_jax import metrics
 from hipart_jax import skeleton
+from hipart_jax.models import hipart
 from hipart_jax.training import loop
-from launch import demo as demo_lib
 from launch import quiet_logs
 from launch.configs import cmu_hiarm
 from launch.configs import cmu_lifter
 from launch.configs import cmu_msst
-from launch.configs import synthetic_hiarm
-from launch.configs import synthetic_lifter
-from launch.configs import synthetic_msst
 from tfds_builders.cmu_mocap import cmu_mocap_dataset_builder as cmu_builder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CLIPS_DIR = REPO.parent / 'shared' / 'data' / 'cmu_mocap'
 DUMMY_DIR = pathlib.Path(cmu_builder.__file__).parent / 'dummy_data'
-LIFTER_MODES = ('sparse', 'hierarchical', 'oracle')
-# The HiARM whose generations the 'hierarchical' lifter reads.
-LIFTER_ORDERING = 'hierarchical'
-# `--smoke` compares two orderings unless --orderings is given.
-SMOKE_ORDERINGS = (LIFTER_ORDERING, 'raster')
-
-_WORKDIR = flags.DEFINE_string('workdir', '/tmp/hipart_cmu_accuracy',
-                               'Run directories, dataset build (smoke) and the report.')
-# bench/training.py defines a data_dir flag of the same meaning: either may come first.
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory (built there if '
-                                'missing; default: the TFDS default).', allow_override=True)
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', str(SHARED_CLIPS_DIR),
-                                  'CMU clips (asf_amc/, bvh/): the TFDS manual_dir.')
-_STEPS_MSST = flags.DEFINE_integer('steps_msst', 400, 'MSST training steps.')
-_STEPS_HIARM = flags.DEFINE_integer('steps_hiarm', 200, 'Training steps of each HiARM.')
-_STEPS_LIFTER = flags.DEFINE_integer('steps_lifter', 400, 'Training steps of each lifter.')
-_ORDERINGS = flags.DEFINE_list('orderings', list(orderings.ORDERING_NAMES),
-                               'HiARM orderings to compare (each is its own run).')
+LIFTERS = ('mlp', 'transformer', 'hipart', 'oracle')
+BASELINES = ('mlp', 'transformer')
+LIFTER_NAMES = {'mlp': 'SimpleBaseline MLP (baseline)',
+                'transformer': 'sparse transformer (baseline)',
+                'hipart': 'HiPART (generated hierarchy)',
+                'oracle': 'oracle (ground-truth hierarchy)'}
+TIMINGS = 'timings.json'
+SPLITS = ('train', 'validation', 'test')
 
 
-def settings(*, smoke: bool, steps_msst: int, steps_hiarm: int, steps_lifter: int,
-             orderings_: Sequence[str]) -> ml_collections.ConfigDict:
-  """The benchmark's numbers (the `demo`-like config `demo_lib.evaluate_all` reads)."""
-  s = ml_collections.ConfigDict(dict(
-      smoke=smoke, seed=0, steps_msst=steps_msst, steps_hiarm=steps_hiarm,
-      steps_lifter=steps_lifter, orderings=tuple(orderings_),
-      occlusion_levels=tuple(evaluation.OCCLUSION_LEVELS),
-      batch_size=None,  # None: each stage's synthetic-config batch size.
-      eval_batch_size=256,
-      # Training-time evaluations and the HiARM tables (b) read every eval_stride-th
-      # test example (generation is the slow part); the lifter tables (c) read all.
-      eval_stride=4,
-      # The diagnosis's HiARM check on training examples reads 1 in train_eval_stride.
-      train_eval_stride=16,
-      # Generation timing: untimed warm-up call, then the mean of this many calls.
-      timing_calls=5,
-      # None: the synthetic model sizes; else {stage: overrides}.
-      model_overrides=None))
-  if smoke:
-    s.update(dict(steps_msst=1, steps_hiarm=1, steps_lifter=1, batch_size=16,
-                  eval_batch_size=32, timing_calls=1, eval_stride=2,
-                  train_eval_stride=4,
-                  occlusion_levels=('none', 'one_limb'),
-                  model_overrides=dict(
-                      msst=dict(width=8, num_blocks=1, token_hidden=8, channel_hidden=8,
-                                member_dim=2, sparse_codebook_size=8,
-                                dense_codebook_size=8, code_dim=4),
-                      hiarm=dict(width=8, num_lsab=1, num_gcsab=1, num_heads=2,
-                                 mlp_ratio=1),
-                      lifter=dict(width=8, depth=1, num_heads=2, mlp_ratio=1))))
-  unknown = set(s.orderings) - set(orderings.ORDERING_NAMES)
-  if unknown:
-    raise ValueError(f'unknown orderings {sorted(unknown)}; known: {orderings.ORDERING_NAMES}')
-  return s
+
+def define_flags() -> None:
+  """This program's flags (defined by `__main__` only, so tests can import the module)."""
+  config_flags.DEFINE_config_file(
+      'config', str(REPO / 'launch' / 'configs' / 'cmu_benchmark.py'),
+      'Benchmark settings (launch/configs/cmu_benchmark.py[:builder config | smoke]).')
+  flags.DEFINE_string('workdir', '/tmp/hipart_cmu_accuracy',
+                      'Run directories, draws, timings and the report.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (built there if missing; '
+                      'default: the TFDS default).')
+  flags.DEFINE_string('manual_dir', str(SHARED_CLIPS_DIR),
+                      'CMU clips (asf_amc/, bvh/): the TFDS manual_dir.')
+  for split in SPLITS:
+    flags.DEFINE_list(f'{split}_clips', None,
+                      f'Clip ids of the {split} split, replacing the builder config\'s.')
 
 
-def prepare_dataset(data_dir: str | None, manual_dir: str | pathlib.Path) -> None:
-  """Builds `cmu_mocap/shared_clips` into `data_dir` from the clips in `manual_dir`.
+# --------------------------------------------------------------------------------------
+# Data.
 
-  Does nothing when the dataset is already built there.
-  """
+
+def builder_config(name: str, clips: Mapping[str, Sequence[str] | None]
+                   ) -> cmu_builder.CmuMocapConfig | None:
+  """None for a registered config as it is; else a copy with the given clip lists,
+  named after its contents so that another list never reuses its build."""
+  given = {split: tuple(c) for split, c in clips.items() if c}
+  if not given:
+    return None
+  registered = {c.name: c for c in cmu_builder.Builder.BUILDER_CONFIGS}
+  if name not in registered:
+    raise ValueError(f'unknown cmu_mocap config {name!r}; known: {sorted(registered)}')
+  fields = {f'{split}_clips': value for split, value in given.items()}
+  digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+  return dataclasses.replace(registered[name], name=f'{name}_{digest}', **fields)
+
+
+def data_block(c: ml_collections.ConfigDict, data_dir: str | None,
+               config: cmu_builder.CmuMocapConfig | None) -> ml_collections.ConfigDict:
+  """The stage configs' `dataset` block for this benchmark's data."""
+  data = cmu_msst.get_config().dataset
+  if config is None:
+    data.name = f'cmu_mocap/{c.builder_config}'
+  else:
+    data.name = 'cmu_mocap'
+    data.builder_kwargs = {'config': config}
+  data.data_dir = data_dir
+  data.eval_split = c.validation_split
+  data.download = False
+  return data
+
+
+def dataset_name(data: ml_collections.ConfigDict) -> str:
+  """'cmu_mocap/<builder config>' of a `data_block`."""
+  config = (data.get('builder_kwargs') or {}).get('config')
+  return data.name if config is None else f'{data.name}/{config.name}'
+
+
+def prepare_dataset(data: ml_collections.ConfigDict, manual_dir: str | pathlib.Path) -> None:
+  """Builds the dataset into `data.data_dir` unless it is there already."""
   manual_dir = pathlib.Path(manual_dir)
-  if not (manual_dir / 'asf_amc').is_dir():
+  if not manual_dir.is_dir():
     raise FileNotFoundError(f'no CMU clips at {manual_dir} (expected asf_amc/ and bvh/); '
                             'pass --manual_dir (see tfds_builders/cmu_mocap/README.md)')
-  download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-  tfds.data_source(cmu_msst.DATASET, split='train', data_dir=data_dir, download=True,
-                   download_and_prepare_kwargs={'download_config': download_config})
+  builder = tfds.builder(data.name, data_dir=data.data_dir,
+                         **dict(data.get('builder_kwargs') or {}))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
 
 
-def _shorten(config: ml_collections.ConfigDict, small: ml_collections.ConfigDict,
-             steps: int, s: ml_collections.ConfigDict, stage: str,
-             data_dir: str | None) -> ml_collections.ConfigDict:
-  """A cmu_*.py config with the synthetic model, loss and optimizer, run for `steps`."""
-  num_actions = config.model.get('num_actions')
-  config.model = small.model
-  if num_actions is not None:
-    config.model.num_actions = num_actions  # CMU's action classes, not synthetic's.
-  if s.model_overrides:
-    config.model.update(s.model_overrides[stage])
-  config.loss = small.loss
-  config.optimizer = small.optimizer
-  config.batch_size = s.batch_size or small.batch_size
-  config.eval_batch_size = s.eval_batch_size
-  config.dataset.data_dir = data_dir
-  config.dataset.download = False  # prepare_dataset built it.
-  config.seed = s.seed
+def in_memory(source: Sequence[Any], name: str, chunk: int = 4096) -> list[Any]:
+  """Every example of a source, decoded once: each stage, evaluation and lifter reads the
+  same split again, and TFDS decoding is most of the host's work per example."""
+  examples = []
+  start = time.perf_counter()
+  for first in range(0, len(source), chunk):
+    examples += input_pipeline.read_examples(
+        source, range(first, min(first + chunk, len(source))))
+  logging.info('%s: %d examples decoded in %.0f s', name, len(examples),
+               time.perf_counter() - start)
+  return examples
+
+
+# --------------------------------------------------------------------------------------
+# Runs.
+
+
+def _schedule(config: ml_collections.ConfigDict, steps: int, batch_size: int, lr: float,
+              evals: int, seed: int) -> ml_collections.ConfigDict:
   config.num_train_steps = steps
-  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, max(steps // 10, 1))
-  config.log_every_steps = max(steps // 10, 1)
-  config.eval_every_steps = steps
-  config.checkpoint_every_steps = steps
+  config.batch_size = batch_size
+  config.optimizer.lr = lr
+  config.optimizer.warmup_steps = max(steps // 20, 1)
+  config.eval_every_steps = max(steps // max(evals, 1), 1)
+  config.checkpoint_every_steps = config.eval_every_steps
+  config.log_every_steps = max(steps // 50, 1)
+  config.seed = seed
   config.tensorboard = False
   return config
+
+
+def lifter_model(c: ml_collections.ConfigDict, lifter: str) -> ml_collections.ConfigDict:
+  """The model block of one of `LIFTERS`."""
+  if lifter in BASELINES:
+    return ml_collections.ConfigDict(c.lifters[lifter].to_dict())
+  model = ml_collections.ConfigDict(c.lifters[c.hipart_architecture].to_dict())
+  model.mode = 'hierarchical' if lifter == 'hipart' else 'oracle'
+  return model
 
 
 def hiarm_run(ordering: str) -> str:
   return f'hiarm_{ordering}'
 
 
-def stage_configs(s: ml_collections.ConfigDict, workdir: pathlib.Path,
-                  data_dir: str | None) -> dict[str, ml_collections.ConfigDict]:
-  """{run name: stage config} in training order: msst, the `hierarchical` HiARM (always
-  trained: the HiPART lifter reads it), the three lifters, the other HiARM orderings.
-  """
-  def hiarm(ordering):
-    config = _shorten(cmu_hiarm.get_config(ordering), synthetic_hiarm.get_config(ordering),
-                      s.steps_hiarm, s, 'hiarm', data_dir)
-    config.init_from.msst = str(workdir / 'msst')
-    return config
+def lifter_run(lifter: str, seed: int) -> str:
+  return f'lifter_{lifter}_seed{seed}'
 
-  runs = {'msst': _shorten(cmu_msst.get_config(), synthetic_msst.get_config(),
-                           s.steps_msst, s, 'msst', data_dir),
-          hiarm_run(LIFTER_ORDERING): hiarm(LIFTER_ORDERING)}
-  for mode in LIFTER_MODES:
-    config = _shorten(cmu_lifter.get_config(mode), synthetic_lifter.get_config(mode),
-                      s.steps_lifter, s, 'lifter', data_dir)
+
+def stage_configs(c: ml_collections.ConfigDict, workdir: pathlib.Path,
+                  data: ml_collections.ConfigDict, num_actions: int
+                  ) -> dict[str, ml_collections.ConfigDict]:
+  """{run name: stage config}: msst, one HiARM per ordering, then the lifters per seed."""
+  if c.hipart_architecture not in BASELINES:
+    raise ValueError(f'hipart_architecture={c.hipart_architecture!r}; expected one of '
+                     f'{BASELINES}')
+  seed = c.seeds[0]
+  msst = _schedule(cmu_msst.get_config(), c.msst.steps, c.msst.batch_size, c.msst.lr,
+                   c.msst.evals, seed)
+  msst.model = ml_collections.ConfigDict(c.msst.model.to_dict())
+  msst.model.num_actions = num_actions
+  msst.loss = ml_collections.ConfigDict(c.msst.loss.to_dict())
+  runs = {'msst': msst}
+  for ordering in c.orderings:
+    config = _schedule(cmu_hiarm.get_config(ordering), c.hiarm.steps, c.hiarm.batch_size,
+                       c.hiarm.lr, c.hiarm.evals, seed)
+    config.model = ml_collections.ConfigDict(c.hiarm.model.to_dict())
+    config.model.ordering = ordering
     config.init_from.msst = str(workdir / 'msst')
-    config.init_from.hiarm = str(workdir / hiarm_run(LIFTER_ORDERING))
-    runs[f'lifter_{mode}'] = config
-  for ordering in s.orderings:
-    runs.setdefault(hiarm_run(ordering), hiarm(ordering))
+    runs[hiarm_run(ordering)] = config
+  for seed in c.seeds:
+    for lifter in LIFTERS:
+      config = _schedule(cmu_lifter.get_config('sparse'), c.lifter_steps,
+                         c.lifter_batch_size, c.lifter_lr, c.lifter_evals, seed)
+      config.model = lifter_model(c, lifter)
+      config.dataset.train_draws = str(workdir / 'draws')
+      config.init_from.msst = str(workdir / 'msst')
+      config.init_from.hiarm = str(workdir / hiarm_run(c.orderings[0]))
+      runs[lifter_run(lifter, seed)] = config
+  for config in runs.values():
+    train_draws = config.dataset.train_draws
+    config.dataset = ml_collections.ConfigDict(data.to_dict())
+    config.dataset.train_draws = train_draws
+    config.eval_batch_size = c.eval_batch_size
   return runs
 
 
@@ -209,43 +238,165 @@ def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def last_eval(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """The last record with evaluation metrics ({} if none)."""
-  evals = [r for r in records if any(key.startswith('eval/') for key in r)]
-  return dict(evals[-1]) if evals else {}
+def eval_records(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  return [r for r in read_metrics(workdir) if any(k.startswith('eval/') for k in r)]
 
 
 def is_finished(workdir: pathlib.Path, steps: int) -> bool:
   """True when the run evaluated and checkpointed its final step."""
-  evaluated = last_eval(read_metrics(workdir)).get('step') == steps
-  return evaluated and (checkpoints.checkpoint_dir(workdir) / str(steps)).is_dir()
+  evals = eval_records(workdir)
+  return (bool(evals) and evals[-1].get('step') == steps
+          and (checkpoints.checkpoint_dir(workdir) / str(steps)).is_dir())
 
 
-def train_steps_per_second(records: Sequence[Mapping[str, Any]]) -> float | None:
-  """Median of the logged training steps/s (None if nothing was logged)."""
-  values = [r['steps_per_second'] for r in records if 'steps_per_second' in r]
-  return float(np.median(values)) if values else None
+class Timings:
+  """Wall seconds per run, accumulated over invocations in `<workdir>/timings.json`."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self._path = workdir / TIMINGS
+    self.seconds: dict[str, float] = (json.loads(self._path.read_text())
+                                      if self._path.exists() else {})
+
+  def add(self, name: str, seconds: float) -> None:
+    self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+    self._path.write_text(json.dumps(self.seconds, indent=1))
 
 
-def train_runs(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path,
-               train_source: Sequence[Any], eval_source: Sequence[Any],
-               hierarchy: Any) -> dict[str, float]:
-  """`demo_lib.train_all` with the sources opened once (and a subset for evaluation)."""
-  seconds = {}
-  for name, config in runs.items():
-    start = time.perf_counter()
+def train_runs(runs: Mapping[str, ml_collections.ConfigDict], names: Sequence[str],
+               workdir: pathlib.Path, timings: Timings, *, train_source, eval_sources,
+               hierarchy) -> None:
+  """Trains (or resumes) the named runs that are not finished."""
+  for name in names:
+    config = runs[name]
+    if is_finished(workdir / name, config.num_train_steps):
+      continue
     logging.info('=== training %s (%d steps) ===', name, config.num_train_steps)
+    start = time.perf_counter()
     loop.train_and_evaluate(config, workdir / name, train_source=train_source,
-                             eval_source=eval_source, hierarchy=hierarchy)
-    seconds[name] = time.perf_counter() - start
-  return seconds
+                             eval_source=eval_sources[config.stage], hierarchy=hierarchy)
+    timings.add(name, time.perf_counter() - start)
+
+
+def write_draws(c, runs, workdir: pathlib.Path, timings: Timings, train_source,
+                hierarchy) -> None:
+  """The augmented draws of the training split, generated by the first ordering's HiARM."""
+  hiarm_dir = workdir / hiarm_run(c.orderings[0])
+  variables, meta = checkpoints.restore_params(hiarm_dir, expected_stage='hiarm')
+  msst = hipart.build_msst(meta['frozen_models']['msst'], hierarchy)
+  hiarm = hipart.build_hiarm(meta['model'], hierarchy, msst)
+  collections = {'frozen_msst': variables['frozen_msst'], 'frozen_hiarm': variables}
+  data = runs['msst'].dataset
+  start = time.perf_counter()
+  written = augmented_draws.write_draws(
+      msst, hiarm, collections, train_source, hierarchy, data, workdir / 'draws',
+      split=data.train_split, num_draws=c.num_draws, seed=c.seeds[0],
+      generator=dict(hiarm=str(hiarm_dir.absolute()), model=meta['model']))
+  if written:
+    timings.add('draws', time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def subjects_of(source: Sequence[Any]) -> np.ndarray:
+  """[N] subject names of a source's examples, in order."""
+  examples = input_pipeline.read_examples(source, range(len(source)))
+  return np.asarray([e['subject'].decode() if isinstance(e['subject'], bytes)
+                     else str(e['subject']) for e in examples])
+
+
+def evaluate_lifter(workdir: pathlib.Path, source, hierarchy, data, levels, *,
+                    batch_size: int, action_names, subjects: np.ndarray
+                    ) -> dict[str, dict[str, Any]]:
+  """{level: {mpjpe_mm, p_mpjpe_mm, occluded_mpjpe_mm, per_action, per_subject}}."""
+  model, variables, _ = checkpoints.load_hipart(str(workdir))
+  out = {}
+  for level in levels:
+    summary = evaluation.evaluate(model, variables, source, hierarchy, data,
+                                  batch_size=batch_size, occlusion=level, seed=0,
+                                  action_names=action_names, progress=False,
+                                  return_predictions=True)
+    predictions = summary.pop('predictions')
+    errors = metrics.mpjpe(predictions['pose_3d'], predictions['target_3d'])  # [N] mm
+    who = subjects[predictions['index']]
+    summary['per_subject'] = {s: float(errors[who == s].mean()) for s in np.unique(who)}
+    summary.pop('per_joint', None)
+    out[level] = summary
+  return out
+
+
+def seed_stats(values: Sequence[float | None]) -> dict[str, Any]:
+  """Mean, min and max over seeds (None where any seed has no value)."""
+  if not values or any(v is None for v in values):
+    return dict(mean=None, min=None, max=None, values=list(values))
+  return dict(mean=float(np.mean(values)), min=float(np.min(values)),
+              max=float(np.max(values)), values=[float(v) for v in values])
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, Mapping[str, Any]]], levels
+              ) -> dict[str, dict[str, Any]]:
+  """{level: {metric: seed_stats}, per_subject: {subject: seed_stats}} over seeds."""
+  out = {}
+  for level in levels:
+    tables = [per_seed[s][level] for s in per_seed]
+    out[level] = {key: seed_stats([t.get(key) for t in tables])
+                  for key in ('mpjpe_mm', 'p_mpjpe_mm', 'occluded_mpjpe_mm')}
+    out[level]['per_subject'] = {
+        subject: seed_stats([t['per_subject'][subject] for t in tables])
+        for subject in tables[0]['per_subject']}
+  return out
+
+
+def targets(lifters: Mapping[str, Mapping[str, Any]], hiarm: Mapping[str, Any],
+            levels: Sequence[str]) -> dict[str, Any]:
+  """The issue's targets as measured ratios (mean over seeds)."""
+  mean = lambda lifter, level, key='mpjpe_mm': lifters[lifter][level][key]['mean']
+  best = min(BASELINES, key=lambda b: mean(b, 'none'))
+  out = dict(best_baseline=best,
+             baselines_clean_mm={b: mean(b, 'none') for b in BASELINES},
+             transformer_vs_mlp_clean=mean('transformer', 'none') / mean('mlp', 'none'))
+  occluded = [level for level in levels if level != 'none']
+  out['hipart_vs_best'] = {level: mean('hipart', level) / mean(best, level)
+                           for level in levels}
+  out['hipart_vs_best_hidden'] = {
+      level: mean('hipart', level, 'occluded_mpjpe_mm') / mean(best, level,
+                                                               'occluded_mpjpe_mm')
+      for level in occluded}
+  spread = lambda lifter: (lifters[lifter]['none']['mpjpe_mm']['max']
+                           - lifters[lifter]['none']['mpjpe_mm']['min'])
+  out['hipart_clean_minus_best_mm'] = mean('hipart', 'none') - mean(best, 'none')
+  out['clean_seed_spread_mm'] = max(spread('hipart'), spread(best))
+  if 'hierarchical' in hiarm and 'raster' in hiarm:
+    out['generation_fine_px'] = {
+        ordering: {level: hiarm[ordering][level]['generated_fine_px'] for level in levels}
+        for ordering in ('hierarchical', 'raster')}
+  out['met'] = dict(
+      baselines_le_60mm=all(v <= 60 for v in out['baselines_clean_mm'].values()),
+      transformer_no_worse_than_mlp=out['transformer_vs_mlp_clean'] <= 1.0,
+      hipart_le_0_92_occluded=all(out['hipart_vs_best'][l] <= 0.92 for l in occluded),
+      hipart_le_0_85_hidden=all(v <= 0.85 for v in out['hipart_vs_best_hidden'].values()),
+      hipart_clean_within_spread=(out['hipart_clean_minus_best_mm']
+                                  <= out['clean_seed_spread_mm']))
+  if 'generation_fine_px' in out:
+    g = out['generation_fine_px']
+    out['met']['hierarchical_le_raster'] = all(
+        g['hierarchical'][l] <= g['raster'][l] for l in levels)
+  return out
+
+
+def curves(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path
+           ) -> dict[str, list[tuple[int, float]]]:
+  """{run: [(step, validation value of its best_metric)]}: the learning curves."""
+  out = {}
+  for name, config in runs.items():
+    key = config.best_metric
+    out[name] = [(r['step'], r[key]) for r in eval_records(workdir / name) if key in r]
+  return out
 
 
 # --------------------------------------------------------------------------------------
 # Report.
-
-_LIFTER_NAMES = {'sparse': 'sparse-only (baseline)', 'hierarchical': 'HiPART (generated)',
-                 'oracle': 'oracle (ground-truth hierarchy)'}
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -254,187 +405,210 @@ def _fmt(value: Any, digits: int = 1) -> str:
   return f'{value:.{digits}f}'
 
 
+def _stat(stats: Mapping[str, Any]) -> str:
+  if stats['mean'] is None:
+    return '-'
+  return f'{stats["mean"]:.1f} ({stats["min"]:.1f}–{stats["max"]:.1f})'
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
-  """Markdown tables (a) MSST, (b) HiARM per ordering, (c) lifters."""
   s = report['settings']
   levels = list(s['occlusion_levels'])
-  msst = report['msst']
-  lines = ['### (a) MSST reconstruction of held-out hierarchies', '',
-           f'{s["steps_msst"]} training steps; 1 in {s["eval_stride"]} test examples; '
-           'pixels of the 1000-px virtual images; mm-equivalent = error scaled by the '
-           '3D/2D spread of the pose.', '',
-           'Last columns: the same ground truth in the frame of an occluded input (the '
-           'frames in which HiARM\'s targets are tokenized), px.', '',
-           '| level | error (px) | error (mm-equivalent) | '
-           + ' | '.join(f'frame: {level}' for level in levels) + ' |',
-           '|---|---|---|' + '---|' * len(levels)]
-  by_occlusion = report['msst_by_occlusion']
+  seeds = s['seeds']
+  lines = [f'Dataset `{report["dataset"]["name"]}`: {report["dataset"]["train_examples"]} '
+           f'train, {report["dataset"]["validation_examples"]} validation, '
+           f'{report["dataset"]["test_examples"]} test examples (test subjects '
+           f'{", ".join(report["dataset"]["test_subjects"])}). Lifters: '
+           f'{s["lifter_steps"]} steps of {s["lifter_batch_size"]} over '
+           f'{s["num_draws"]} augmented draws of every training example '
+           f'({report["lifter_epochs"]:.1f} epochs of the draws); seeds {list(seeds)}; '
+           'mean (min–max) over seeds, mm.', '']
+  for key, title in (('mpjpe_mm', 'MPJPE'), ('p_mpjpe_mm', 'P-MPJPE'),
+                     ('occluded_mpjpe_mm', 'MPJPE of the hidden joints')):
+    lines += [f'**{title}** (test split)', '', '| lifter | ' + ' | '.join(levels) + ' |',
+              '|---|' + '---|' * len(levels)]
+    for lifter, table in report['lifters'].items():
+      lines.append(f'| {LIFTER_NAMES[lifter]} | '
+                   + ' | '.join(_stat(table[level][key]) for level in levels) + ' |')
+    lines.append('')
+  subjects = report['dataset']['test_subjects']
+  lines += ['**MPJPE per test subject** (mm, mean over seeds)', '',
+            '| lifter | occlusion | ' + ' | '.join(subjects) + ' |',
+            '|---|---|' + '---|' * len(subjects)]
+  for lifter, table in report['lifters'].items():
+    for level in levels:
+      per = table[level]['per_subject']
+      lines.append(f'| {LIFTER_NAMES[lifter]} | {level} | '
+                   + ' | '.join(_fmt(per[x]['mean']) if x in per else '-'
+                                for x in subjects) + ' |')
+  t = report['targets']
+  lines += ['', f'**Targets** (best baseline: {t["best_baseline"]})', '',
+            '| target | measured | met |', '|---|---|---|',
+            f'| both baselines ≤ 60 mm clean | '
+            + ', '.join(f'{b} {_fmt(v)}' for b, v in t['baselines_clean_mm'].items())
+            + f' | {t["met"]["baselines_le_60mm"]} |',
+            f'| transformer ≤ MLP clean | ratio {_fmt(t["transformer_vs_mlp_clean"], 3)} '
+            f'| {t["met"]["transformer_no_worse_than_mlp"]} |',
+            '| HiPART ≤ 0.92 × best, each occluded level | '
+            + ', '.join(f'{l} {_fmt(v, 3)}' for l, v in t['hipart_vs_best'].items())
+            + f' | {t["met"]["hipart_le_0_92_occluded"]} |',
+            '| HiPART ≤ 0.85 × best, hidden joints | '
+            + ', '.join(f'{l} {_fmt(v, 3)}' for l, v in t['hipart_vs_best_hidden'].items())
+            + f' | {t["met"]["hipart_le_0_85_hidden"]} |',
+            f'| HiPART clean not worse (within seed spread) | '
+            f'{_fmt(t["hipart_clean_minus_best_mm"], 2)} mm vs spread '
+            f'{_fmt(t["clean_seed_spread_mm"], 2)} mm | '
+            f'{t["met"]["hipart_clean_within_spread"]} |']
+  if 'generation_fine_px' in t:
+    g = t['generation_fine_px']
+    lines.append('| hierarchical generation error ≤ raster (fine px) | '
+                 + ', '.join(f'{l} {_fmt(g["hierarchical"][l])} vs {_fmt(g["raster"][l])}'
+                             for l in levels)
+                 + f' | {t["met"]["hierarchical_le_raster"]} |')
+  msst, by_occlusion = report['msst'], report['msst_by_occlusion']
+  lines += ['', f'**MSST reconstruction** (1 test example in {s["eval_stride"]}, px of the '
+            'virtual images; columns: the ground truth in the frame of an occluded input)',
+            '', '| level | ' + ' | '.join(levels) + ' |', '|---|' + '---|' * len(levels)]
   for level in skeleton.LEVELS:
-    lines.append(f'| {level} | {_fmt(msst.get(f"recon_{level}_px"))} '
-                 f'| {_fmt(msst.get(f"recon_{level}_mm_equivalent"))} | '
-                 + ' | '.join(_fmt(by_occlusion[occlusion][f'recon_{level}_px'])
-                              for occlusion in levels) + ' |')
-  lines += ['', f'Codebook usage: sparse {_fmt(msst.get("usage_sparse"), 3)}, dense '
-            f'{_fmt(msst.get("usage_dense"), 3)}; perplexity sparse '
-            f'{_fmt(msst.get("perplexity_sparse"))}, dense '
-            f'{_fmt(msst.get("perplexity_dense"))}.', '',
-            '### (b) HiARM: greedily generated hierarchy per ordering', '',
-            f'{s["steps_hiarm"]} training steps per ordering; 1 in {s["eval_stride"]} '
-            'test examples. Error of the decoded '
-            'generation against the ground-truth hierarchy (px); token accuracy '
-            'teacher-forced (TF) and of the generated tokens (gen), sparse / dense; '
-            'generation time of one batch.', '',
-            '| ordering | steps | occlusion | sparse px | dense px | fine px | fine mm-eq '
-            '| TF acc | gen acc | s / batch |', '|---|---|---|---|---|---|---|---|---|---|']
+    lines.append(f'| {level} | ' + ' | '.join(
+        _fmt(by_occlusion[o][f'recon_{level}_px']) for o in levels) + ' |')
+  lines += ['', f'Codebook usage sparse {_fmt(msst.get("usage_sparse"), 3)}, dense '
+            f'{_fmt(msst.get("usage_dense"), 3)}.', '',
+            f'**HiARM per ordering**: greedy generation, decoded; error (px) per level and '
+            'generated token accuracy (sparse / dense), 1 test example in '
+            f'{s["eval_stride"]}', '',
+            '| ordering | steps | occlusion | sparse px | dense px | fine px | hidden joints '
+            'px | gen acc |', '|---|---|---|---|---|---|---|---|']
   for ordering, table in report['hiarm'].items():
     for level in levels:
       m = table[level]
-      lines.append(
-          f'| {ordering} | {table["decoding_steps"]} | {level} '
-          + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
-          + f'| {_fmt(m["generated_fine_mm_equivalent"])} '
-          f'| {_fmt(m["sparse_accuracy"], 3)} / {_fmt(m["dense_accuracy"], 3)} '
-          f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
-          f'{_fmt(m["generated_dense_token_accuracy"], 3)} '
-          f'| {_fmt(table["generation_s_per_batch"], 3)} |')
-  batch_size = next(iter(report['hiarm'].values()))['generation_batch_size']
-  lines += ['', f'(Generation: batch of {batch_size}, greedy, key/value cache, on this '
-            'machine.)', '',
-            '### (c) Lifters by occlusion level', '',
-            f'{s["steps_lifter"]} training steps each; every test example (mean over '
-            'actions).', '']
-  for key, title in (('mpjpe_mm', 'MPJPE (mm)'), ('p_mpjpe_mm', 'P-MPJPE (mm)'),
-                     ('occluded_mpjpe_mm', 'MPJPE of the occluded joints (mm)')):
-    lines += [f'{title}:', '', '| lifter | ' + ' | '.join(levels) + ' |',
-              '|---|' + '---|' * len(levels)]
-    for mode, table in report['lifters'].items():
-      lines.append(f'| {_LIFTER_NAMES.get(mode, mode)} | '
-                   + ' | '.join(_fmt(table[level].get(key)) for level in levels) + ' |')
-    lines.append('')
-  diagnosis = report['diagnosis']
-  lines += ['### (d) Diagnosis', '',
-            f'MPJPE (mm) of the HiPART and oracle lifters fed each hierarchy (1 in '
-            f'{s["eval_stride"]} test examples): generated by HiARM (what HiPART sees), '
-            'the tokenizer\'s reconstruction of the ground truth (tokenization error '
-            'only), the ground truth.', '',
+      lines.append(f'| {ordering} | {table["decoding_steps"]} | {level} '
+                   + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
+                   + f'| {_fmt(m.get("hidden_sparse_px"))} '
+                   f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
+                   f'{_fmt(m["generated_dense_token_accuracy"], 3)} |')
+  feeds = report['diagnosis']['lifter_feeds']
+  lines += ['', f'**Diagnosis**: MPJPE (mm) of the seed-{seeds[0]} HiPART and oracle '
+            f'lifters fed each hierarchy (1 test example in {s["eval_stride"]})', '',
             '| lifter | hierarchy fed | ' + ' | '.join(levels) + ' |',
             '|---|---|' + '---|' * len(levels)]
-  feeds = diagnosis['lifter_feeds']
   for key in feeds[levels[0]]:
     lifter, feed = key.split('/')
     lines.append(f'| {lifter} | {feed} | '
                  + ' | '.join(_fmt(feeds[level][key]) for level in levels) + ' |')
-  on_train = diagnosis['hiarm_on_train']
-  test = report['hiarm'].get(LIFTER_ORDERING, {})
-  lines += ['', f'The `{LIFTER_ORDERING}` HiARM on training examples (1 in '
-            f'{s["train_eval_stride"]}) and on test examples: generated error (px) and '
-            'token accuracy.', '',
-            '| examples | occlusion | sparse px | dense px | fine px | gen acc |',
-            '|---|---|---|---|---|---|']
-  for name, table in (('train', on_train), ('test', test)):
-    for level in levels[:2]:
-      if level not in table:
-        continue
-      m = table[level]
-      lines.append(f'| {name} | {level} '
-                   + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
-                   + f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
-                   f'{_fmt(m["generated_dense_token_accuracy"], 3)} |')
-  lines += ['']
-  lines += ['Training (this machine): ' + ', '.join(
-      f'{name} {_fmt(run["steps_per_second"])} steps/s' for name, run in
-      report['train'].items()) + '.']
+  on_train = report['diagnosis']['hiarm_on_train']
+  lines += ['', f'HiARM on training examples (1 in {s["train_eval_stride"]}): fine '
+            'px ' + ', '.join(f'{l} {_fmt(on_train[l]["generated_fine_px"])}'
+                              for l in levels if l in on_train) + '.', '',
+            '**Validation curves** (value of each run\'s best_metric at its evaluations)',
+            '', '| run | metric | curve (step: value) |', '|---|---|---|']
+  for name, points in report['curves'].items():
+    lines.append(f'| {name} | {report["best_metrics"][name]} | '
+                 + ', '.join(f'{step}: {_fmt(v, 2)}' for step, v in points) + ' |')
+  lines += ['', '**Wall time** (s, this machine; summed over invocations): '
+            + ', '.join(f'{k} {v:.0f}' for k, v in report['timings'].items())
+            + f'; total {sum(report["timings"].values()):.0f} s.']
   return '\n'.join(lines) + '\n'
 
 
-def run(workdir: pathlib.Path, data_dir: str | None, manual_dir: str | pathlib.Path,
-        s: ml_collections.ConfigDict) -> dict[str, Any]:
+# --------------------------------------------------------------------------------------
+
+
+def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | None,
+        manual_dir: str | pathlib.Path,
+        clips: Mapping[str, Sequence[str] | None]) -> dict[str, Any]:
   """Builds the data, trains what is unfinished, evaluates; returns the report."""
   workdir.mkdir(parents=True, exist_ok=True)
+  timings = Timings(workdir)
+  data = data_block(c, data_dir, builder_config(c.builder_config, clips))
   start = time.perf_counter()
-  prepare_dataset(data_dir, manual_dir)
-  runs = stage_configs(s, workdir, data_dir)
-  todo = {name: config for name, config in runs.items()
-          if not is_finished(workdir / name, config.num_train_steps)}
-  logging.info('Runs to train: %s (finished: %s)', list(todo),
-               [name for name in runs if name not in todo])
-  data_config = runs['msst'].dataset
-  train_source, hierarchy, _ = input_pipeline.load_source(data_config)
-  source, _, _ = input_pipeline.load_source(data_config, data_config.eval_split)
-  subset = stage_evals.Strided(source, s.eval_stride)
-  seconds = train_runs(todo, workdir, train_source, subset, hierarchy)
+  prepare_dataset(data, manual_dir)
+  timings.add('dataset', time.perf_counter() - start)
+  start = time.perf_counter()
+  train_source, hierarchy, info = input_pipeline.load_source(data, data.train_split)
+  train_source = in_memory(train_source, data.train_split)
+  validation = in_memory(input_pipeline.load_source(data, c.validation_split)[0],
+                         c.validation_split)
+  test = in_memory(input_pipeline.load_source(data, c.test_split)[0], c.test_split)
+  timings.add('decoding', time.perf_counter() - start)
+  action_names = info.features['action'].names
+  runs = stage_configs(c, workdir, data, num_actions=len(action_names))
+  strided_validation = stage_evals.Strided(validation, c.eval_stride)
+  eval_sources = dict(msst=strided_validation, hiarm=strided_validation, lifter=validation)
+  sources = dict(train_source=train_source, eval_sources=eval_sources, hierarchy=hierarchy)
+  generators = ['msst'] + [hiarm_run(o) for o in c.orderings]
+  train_runs(runs, generators, workdir, timings, **sources)
+  write_draws(c, runs, workdir, timings, train_source, hierarchy)
+  lifter_names = [lifter_run(l, s) for s in c.seeds for l in LIFTERS]
+  train_runs(runs, lifter_names, workdir, timings, **sources)
 
-  msst_levels = stage_evals.evaluate_msst(runs['msst'], workdir / 'msst', subset, hierarchy,
-                              s.occlusion_levels, seed=s.seed)
-  hiarm = {}
-  for ordering in s.orderings:
-    name = hiarm_run(ordering)
-    hiarm[ordering] = stage_evals.evaluate_hiarm(runs[name], workdir / name, subset, hierarchy,
-                                     s.occlusion_levels, seed=s.seed,
-                                     timing_calls=s.timing_calls)
-  lifters = demo_lib.evaluate_all(s, runs, workdir)
-  # Diagnosis: the HiPART and oracle lifters fed each kind of hierarchy; the HiARM the
-  # lifter reads, on training examples (its inputs while the lifter trained).
+  start = time.perf_counter()
+  levels = tuple(c.occlusion_levels)
+  subjects = subjects_of(test)
+  per_seed = {lifter: {seed: evaluate_lifter(
+      workdir / lifter_run(lifter, seed), test, hierarchy, data, levels,
+      batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
+                       for seed in c.seeds} for lifter in LIFTERS}
+  lifters = {lifter: aggregate(per_seed[lifter], levels) for lifter in LIFTERS}
+  subset = stage_evals.Strided(test, c.eval_stride)
+  msst_levels = stage_evals.evaluate_msst(runs['msst'], workdir / 'msst', subset,
+                                          hierarchy, levels, seed=0)
+  hiarm = {o: stage_evals.evaluate_hiarm(runs[hiarm_run(o)], workdir / hiarm_run(o), subset,
+                                         hierarchy, levels, seed=0,
+                                         timing_calls=c.timing_calls)
+           for o in c.orderings}
+  seed = c.seeds[0]
   diagnosis = stage_evals.diagnose_lifters(
-      workdir / 'lifter_hierarchical', workdir / 'lifter_oracle', runs['lifter_hierarchical'],
-      subset, hierarchy, s.occlusion_levels, seed=s.seed)
-  name = hiarm_run(LIFTER_ORDERING)
+      workdir / lifter_run('hipart', seed), workdir / lifter_run('oracle', seed),
+      runs[lifter_run('hipart', seed)], subset, hierarchy, levels, seed=0)
+  first = hiarm_run(c.orderings[0])
   hiarm_on_train = stage_evals.evaluate_hiarm(
-      runs[name], workdir / name, stage_evals.Strided(train_source, s.train_eval_stride),
-      hierarchy, s.occlusion_levels[:2], seed=s.seed, timing_calls=0)
-  for table in lifters.values():
-    for metrics in table.values():
-      metrics.pop('per_joint', None)  # Keep the JSON readable; per_action stays.
-  msst_eval = last_eval(read_metrics(workdir / 'msst'))
-  train_info = {}
-  for name, config in runs.items():
-    train_info[name] = dict(steps=config.num_train_steps, seconds=seconds.get(name),
-                            steps_per_second=train_steps_per_second(
-                                read_metrics(workdir / name)),
-                            batch_size=config.batch_size)
+      runs[first], workdir / first, stage_evals.Strided(train_source, c.train_eval_stride),
+      hierarchy, levels[:2], seed=0, timing_calls=0)
+  timings.add('evaluation', time.perf_counter() - start)
+  msst_eval = eval_records(workdir / 'msst')
   return dict(
-      settings=s.to_dict(),
-      machine=common.machine_info(),
-      dataset=dict(name=data_config.name, data_dir=data_dir, manual_dir=str(manual_dir),
-                   train_examples=len(train_source), test_examples=len(source),
-                   eval_subset_examples=len(subset),
-                   image_size=[int(v) for v in source[0]['image_size']]),
-      models={stage: runs[name].model.to_dict() for stage, name in
-              (('msst', 'msst'), ('hiarm', hiarm_run(LIFTER_ORDERING)),
-               ('lifter', 'lifter_hierarchical'))},
-      train=train_info,
-      msst={key[len('eval/'):]: value for key, value in msst_eval.items()
-            if key.startswith('eval/')},
+      settings=c.to_dict(),
+      machine=reporting.machine_info(),
+      dataset=dict(name=dataset_name(data), data_dir=data_dir, manual_dir=str(manual_dir),
+                   train_examples=len(train_source), validation_examples=len(validation),
+                   test_examples=len(test), test_subjects=sorted(set(subjects.tolist()))),
+      lifter_epochs=c.lifter_steps * c.lifter_batch_size / (c.num_draws * len(train_source)),
+      models={name: runs[name].model.to_dict() for name in
+              ['msst', first] + [lifter_run(l, seed) for l in LIFTERS]},
+      lifters=lifters,
+      lifters_per_seed=per_seed,
+      targets=targets(lifters, hiarm, levels),
+      msst={k[len('eval/'):]: v for k, v in (msst_eval[-1] if msst_eval else {}).items()
+            if k.startswith('eval/')},
       msst_by_occlusion=msst_levels,
       hiarm=hiarm,
-      lifters={name[len('lifter_'):]: table for name, table in lifters.items()},
       diagnosis=dict(lifter_feeds=diagnosis, hiarm_on_train=hiarm_on_train),
-      seconds=time.perf_counter() - start)
+      curves=curves(runs, workdir),
+      best_metrics={name: config.best_metric for name, config in runs.items()},
+      timings=dict(timings.seconds))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   quiet_logs.install()
-  workdir = pathlib.Path(_WORKDIR.value)
-  smoke = common.SMOKE.value
-  orderings_ = _ORDERINGS.value
-  if smoke and not flags.FLAGS['orderings'].present:
-    orderings_ = SMOKE_ORDERINGS
-  s = settings(smoke=smoke, steps_msst=_STEPS_MSST.value, steps_hiarm=_STEPS_HIARM.value,
-               steps_lifter=_STEPS_LIFTER.value, orderings_=orderings_)
-  data_dir, manual_dir = _DATA_DIR.value, _MANUAL_DIR.value
-  if smoke:  # The dummy clips, in a data_dir of their own.
+  f = flags.FLAGS
+  c = f.config
+  workdir = pathlib.Path(f.workdir)
+  data_dir, manual_dir = f.data_dir, f.manual_dir
+  clips = {split: f[f'{split}_clips'].value for split in SPLITS}
+  if c.smoke:  # The dummy clips, in a data_dir of their own.
     data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
-  report = run(workdir, data_dir, manual_dir, s)
+    clips = {split: value or list(c[f'smoke_{split}_clips']) for split, value in clips.items()}
+  report = run(workdir, c, data_dir, manual_dir, clips)
   text = report_markdown(report)
-  common.write_json(report, str(workdir / 'cmu_accuracy.json'))
+  reporting.write_json(report, str(workdir / 'cmu_accuracy.json'))
   (workdir / 'cmu_accuracy.md').write_text(text)
   print(text)
   print(f'Report written to {workdir / "cmu_accuracy.json"} and cmu_accuracy.md')
-  if common.OUTPUT.value:
-    common.write_json(report, common.OUTPUT.value)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from hipart_jax import checkpoints
@@ -89,6 +90,15 @@ class HiARMEval:
       pixels, mm = stages.pixel_and_mm_errors(recon[level], batch, level)
       out[f'generated_{level}_px'] = pixels
       out[f'generated_{level}_mm_equivalent'] = mm
+    # The generated sparse joints where the input hid them: how well HiARM imagines
+    # what the lifter cannot see. Both are per valid example, so that their ratio over
+    # a split (`hidden_sparse_px`) is the mean over its hidden joints.
+    hidden = (~batch['visible']) & batch['valid'][:, None]  # [B, 17]
+    distance = jnp.linalg.norm(recon['sparse'] - batch['sparse_2d'], axis=-1)
+    pixels = distance * (batch['norm_scale'] * batch['image_size'][:, 0] / 2)[:, None]
+    count = jnp.maximum(jnp.sum(batch['valid']), 1)
+    out['hidden_sparse_px_per_example'] = jnp.sum(jnp.where(hidden, pixels, 0.0)) / count
+    out['hidden_joints_per_example'] = jnp.sum(hidden) / count
     return out
 
 
@@ -131,6 +141,10 @@ def evaluate_hiarm(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   variables, _ = checkpoints.restore_params(workdir, expected_stage='hiarm')
   out = evaluate_levels(HiARMEval(stage), variables, source, hierarchy, config, levels,
                         seed=seed)
+  for level in levels:
+    m = out[level]
+    m['hidden_sparse_px'] = (m['hidden_sparse_px_per_example'] / m['hidden_joints_per_example']
+                             if m['hidden_joints_per_example'] > 0 else None)
   out['decoding_steps'] = len(stage.model.decoding_order.groups)
   if timing_calls > 0:  # Greedy generation of one evaluation batch, compiled, then timed.
     first = next(input_pipeline.eval_batches(

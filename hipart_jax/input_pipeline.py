@@ -63,6 +63,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       split has at most this many; 0 disables. Decoding TFDS examples is ~90% of the
       host's work per batch, and every epoch after the first reads them again.
     augment: `augment.default_augment_config()` (training only).
+    train_draws: a directory of stored augmented draws (`augmented_draws`); when set,
+      training reads its rows (already augmented, with generated hierarchies) instead
+      of augmenting `train_split` itself.
   """
   return ml_collections.ConfigDict(dict(
       name='synthetic_poses/tiny',
@@ -75,6 +78,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       prefetch_batches=2,
       cache_max_examples=200_000,
       augment=augment.default_augment_config(),
+      train_draws='',
   ))
 
 

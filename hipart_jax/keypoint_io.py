@@ -9,12 +9,19 @@ Formats (`FORMATS`):
             (x, y, confidence); one pose [17, 2|3] is N = 1, a bare .npy array is read as
             `keypoints`. Optional `scores` or `confidence` [N, 17], `image_size` [2] or
             [N, 2] (width, height), `frame` [N], `track` [N]; other keys are ignored.
+  npz_coco17  the same archive with `keypoints` in COCO-17 order (e.g. VideoPose3D's
+            custom 2D files); never detected, only requested.
   coco      COCO keypoint results: a list of {image_id, keypoints: 51 numbers (x, y, v),
-            score, category_id?, idx|track_id?}, or a COCO annotation file {images,
-            annotations} (image sizes then come from `images`).
+            score, category_id?, idx|track_id?}. A COCO detection results list (`bbox`
+            only, no keypoints) is refused: it holds no pose.
+  coco_annotations  a COCO person_keypoints annotation file {images: [{id, width,
+            height}], annotations: [{image_id, keypoints: 51 numbers (x, y, v)}]}; each
+            detection's image size comes from its entry in `images`.
   halpe     AlphaPose Halpe-26 results: the same list with 78 numbers per detection.
   openpose  OpenPose `*_keypoints.json`: a folder with one file per frame (or one file),
             {people: [{person_id, pose_keypoints_2d: 75 (BODY_25) or 54 (COCO-18)}]}.
+  openpose_body25b  the same files written by OpenPose's BODY_25B model (75 numbers in
+            another order, `OPENPOSE_BODY25B`); never detected, only requested.
   mmpose    MMPose predictions: {instance_info: [{frame_id, instances: [{keypoints
             [[x, y]] * K, keypoint_scores [K], track_id?}]}]}, {predictions: [[instance]
             per frame]} or a bare list of instances (one image); K = 17 is COCO-17,
@@ -46,6 +53,15 @@ Rules (tests/test_bad_inputs.py checks each):
     they are; names (AlphaPose image ids, OpenPose file names) give the last number in
     the name, or, when some name has none or two names share one, the name's rank in
     natural sort order.
+  * Layouts with equal keypoint counts (`LAYOUTS`: BODY_25 and BODY_25B, Human3.6M-17 and
+    COCO-17 in npz files) are told apart by anatomy, never guessed: `anatomy_score`
+    measures how far the bone lengths of a reading stray from human proportions
+    (`ANATOMY_BONES`) and from left-right symmetry. When another format of the same
+    reader fits clearly better (`ANATOMY_MARGIN`) than the one detected or requested, the
+    read stops with an error naming both formats and the `--format` flag to choose;
+    `anatomy_check=False` reads as requested without the check.
+  * Numbers: JSON true/false and strings are not numbers; integer ids (frames, tracks,
+    image ids) must fit int64, every number a float64.
   * Anything else raises `KeypointFileError` (a ValueError) naming the file, the field and
     the problem. Nothing is dropped silently.
 """
@@ -53,10 +69,10 @@ Rules (tests/test_bad_inputs.py checks each):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import re
+import warnings
 import zipfile
 from typing import Any, Sequence
 
@@ -65,19 +81,69 @@ import numpy as np
 
 from hipart_jax import skeleton
 
-FORMATS = ('npz', 'coco', 'halpe', 'openpose', 'mmpose')
-# Keypoint layouts each JSON format may hold, by keypoint count.
+FORMATS = ('npz', 'npz_coco17', 'coco', 'coco_annotations', 'halpe', 'openpose',
+           'openpose_body25b', 'mmpose')
+
+
+def _identity_layout(name: str, joints: Sequence[str]) -> skeleton.KeypointFormat:
+  return skeleton.KeypointFormat(name=name, keypoint_names=tuple(joints),
+                                 to_h36m=tuple((j, ((j, 1.0),)) for j in joints))
+
+
+# Human3.6M-17 itself, so npz files go through the same conversion and checks.
+H36M17 = _identity_layout('h36m17', skeleton.H36M_JOINT_NAMES)
+# OpenPose BODY_25B (openpose_train experimental models): COCO-17, then the MPII upper
+# neck and head top, then the six foot points. The upper neck lies above the shoulder
+# line, so the Human3.6M thorax is the mid-shoulder point as for COCO-17.
+OPENPOSE_BODY25B = skeleton.KeypointFormat(
+    name='openpose_body25b',
+    keypoint_names=skeleton.COCO17.keypoint_names + (
+        'neck', 'head_top', 'l_big_toe', 'l_small_toe', 'l_heel', 'r_big_toe',
+        'r_small_toe', 'r_heel'),
+    to_h36m=tuple((joint, terms) for joint, terms in skeleton.COCO17.to_h36m
+                  if joint != 'head') + (('head', (('head_top', 1.0),)),),
+)
+# Keypoint layouts each format may hold, by keypoint count. Formats read by the same
+# reader with the same count are rivals that the anatomy check tells apart.
 LAYOUTS = {
+    'npz': {17: H36M17},
+    'npz_coco17': {17: skeleton.COCO17},
     'coco': {17: skeleton.COCO17},
+    'coco_annotations': {17: skeleton.COCO17},
     'halpe': {26: skeleton.HALPE26},
     'openpose': {25: skeleton.OPENPOSE_BODY25, 18: skeleton.OPENPOSE_COCO18},
+    'openpose_body25b': {25: OPENPOSE_BODY25B},
     'mmpose': {17: skeleton.COCO17, 26: skeleton.HALPE26},
 }
+_NPZ_FORMATS = ('npz', 'npz_coco17')
+_OPENPOSE_FORMATS = ('openpose', 'openpose_body25b')
+# Bones the anatomy check measures (Human3.6M joints) and their typical length as a
+# fraction of the pelvis-thorax distance (Human3.6M's mean skeleton, rounded).
+ANATOMY_BONES = (
+    ('r_hip', 'r_knee', 0.93), ('r_knee', 'r_ankle', 0.92),
+    ('l_hip', 'l_knee', 0.93), ('l_knee', 'l_ankle', 0.92),
+    ('r_shoulder', 'r_elbow', 0.57), ('r_elbow', 'r_wrist', 0.51),
+    ('l_shoulder', 'l_elbow', 0.57), ('l_elbow', 'l_wrist', 0.51),
+    ('l_hip', 'r_hip', 0.54), ('l_shoulder', 'r_shoulder', 0.62),
+    ('pelvis', 'thorax', 1.0),
+)
+# Left and right bones of one limb segment (indices into ANATOMY_BONES).
+ANATOMY_PAIRS = ((0, 2), (1, 3), (4, 6), (5, 7))
+# A term's deviation saturates here (log scale): one wild bone must not decide alone.
+ANATOMY_CAP = float(np.log(8.0))
+# Terms a detection needs to be scored.
+ANATOMY_MIN_TERMS = 4
+# A rival reading wins only when its score is lower by this much and by this factor;
+# right readings of real files score 0.08-0.2, wrong ones 0.3-0.7 (tests/test_real_2d.py).
+ANATOMY_MARGIN = 0.1
+ANATOMY_RATIO = 0.6
 _NPZ_MAGIC = (b'PK\x03\x04', b'\x93NUMPY')
 _NPZ_KEYS = ('keypoints', 'scores', 'confidence', 'image_size', 'frame', 'track')
 _KNOWN_JSON = ('a COCO/Halpe results list, a COCO annotation file {images, annotations}, '
                'an OpenPose frame {people} or MMPose predictions {instance_info|predictions}')
 _LAST_NUMBER = re.compile(r'(\d+)\D*$')
+_INT64 = (-2**63, 2**63 - 1)
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 class KeypointFileError(ValueError):
@@ -96,6 +162,8 @@ class KeypointSequence:
     track: [N] int64 person track id.
     source: the file or folder read.
     format: the detected (or requested) format, one of FORMATS.
+    layout: the name of the keypoint layout read (e.g. 'openpose_body25', 'h36m17').
+    anatomy_score: `anatomy_score` of that reading (NaN: too few joints to score).
   Rows are sorted by (track, frame).
   """
 
@@ -106,6 +174,8 @@ class KeypointSequence:
   track: np.ndarray
   source: str
   format: str
+  layout: str = ''
+  anatomy_score: float = float('nan')
 
   def __post_init__(self):
     n = len(self.frame)
@@ -123,7 +193,7 @@ class KeypointSequence:
 @dataclasses.dataclass
 class _Detections:
   """M detections in the file's own layout (K keypoints), before any checks."""
-  layout: skeleton.KeypointFormat | None  # None: already Human3.6M-17.
+  layout: skeleton.KeypointFormat
   keypoints: np.ndarray  # [M, K, 2] float64
   confidence: np.ndarray  # [M, K] float64, possibly non-finite or outside [0, 1]
   frame: np.ndarray  # [M] int64
@@ -140,21 +210,53 @@ def _preview(value: Any, width: int = 60) -> str:
   return text if len(text) <= width else text[:width] + '...'
 
 
+def _bad_json_number(value: Any) -> Any:
+  """[the first leaf of nested lists that is not a number or null], else None."""
+  stack = [value]
+  while stack:
+    leaf = stack.pop()
+    if isinstance(leaf, (list, tuple)):
+      stack.extend(leaf)
+    elif leaf is None or isinstance(leaf, (float, np.floating)):
+      continue
+    elif isinstance(leaf, (int, np.integer)) and not isinstance(leaf, bool) and abs(
+        leaf) <= _FLOAT_MAX:
+      continue
+    else:
+      return [leaf]
+  return None
+
+
 def _numbers(value: Any, path, field: str) -> np.ndarray:
   """JSON/npz values -> float64 array (JSON null -> NaN); anything non-numeric raises."""
-  if isinstance(value, np.ndarray) and not (np.issubdtype(value.dtype, np.integer)
-                                            or np.issubdtype(value.dtype, np.floating)):
-    raise _error(path, field, f'dtype {value.dtype} is not numeric; save float coordinates')
+  if isinstance(value, np.ndarray):
+    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
+      raise _error(path, field, f'dtype {value.dtype} is not numeric; save float coordinates')
+    return value.astype(np.float64)
+  bad = _bad_json_number(value)
+  if bad is not None:
+    kind = 'a number beyond the float64 range' if isinstance(bad[0], int) and not isinstance(
+        bad[0], bool) else type(bad[0]).__name__
+    raise _error(path, field, f'expected numbers, got {_preview(bad[0])} ({kind}) in '
+                 f'{_preview(value)}')
   try:
     return np.asarray(value, dtype=np.float64)
-  except (TypeError, ValueError) as e:
+  except (TypeError, ValueError, OverflowError) as e:
     raise _error(path, field, f'expected numbers, got {_preview(value)} ({e})') from None
 
 
 def _whole(values: np.ndarray, path, field: str) -> np.ndarray:
-  if np.any(~np.isfinite(values)) or np.any(values != np.round(values)):
-    raise _error(path, field, f'expected whole numbers, got {_preview(values.tolist())}')
+  if (np.any(~np.isfinite(values)) or np.any(values != np.round(values))
+      or np.any(np.abs(values) >= 2.0**63)):
+    raise _error(path, field, f'expected whole numbers within int64, got '
+                 f'{_preview(values.tolist())}')
   return values.astype(np.int64)
+
+
+def _in_int64(value: int, path, field: str, what: str) -> int:
+  if not _INT64[0] <= value <= _INT64[1]:
+    raise _error(path, field, f'{what} {_preview(value)} does not fit a 64-bit integer')
+  return value
 
 
 def _track_id(value: Any, path, field: str) -> int | None:
@@ -167,7 +269,7 @@ def _track_id(value: Any, path, field: str) -> int | None:
       value).is_integer():
     raise _error(path, field, f'expected one whole number as person id, got {_preview(value)};'
                  ' pass track_ids=False to number detections within each frame instead')
-  return None if value == -1 else int(value)
+  return None if value == -1 else _in_int64(int(value), path, field, 'person id')
 
 
 def _frame_numbers(names: Sequence[int | str]) -> np.ndarray:
@@ -177,7 +279,8 @@ def _frame_numbers(names: Sequence[int | str]) -> np.ndarray:
   numbers = {}
   for name in set(names):
     match = _LAST_NUMBER.search(pathlib.PurePath(str(name)).stem)
-    numbers[name] = int(match.group(1)) if match else None
+    # Numbers longer than int64 count as no number: the names are ranked instead.
+    numbers[name] = int(match.group(1)) if match and len(match.group(1)) <= 18 else None
   values = list(numbers.values())
   if None in values or len(set(values)) < len(values):
     order = sorted(numbers, key=lambda n: (numbers[n] is None, numbers[n] or 0, str(n)))
@@ -234,6 +337,10 @@ def _load_json(path: pathlib.Path) -> Any:
   except json.JSONDecodeError as e:
     raise _error(path, 'file', f'is invalid or truncated JSON: {e.msg} at line {e.lineno} '
                  f'column {e.colno}') from None
+  except ValueError as e:  # Integer literals beyond Python's digit limit.
+    raise _error(path, 'file', f'holds an unreadable number ({e})') from None
+  except RecursionError:
+    raise _error(path, 'file', 'nests arrays or objects too deeply to be keypoints') from None
 
 
 def _load(path: pathlib.Path) -> tuple[str, Any]:
@@ -262,7 +369,7 @@ def _json_format(path, data: Any) -> str:
   """The format of one parsed JSON document, from its structure."""
   if isinstance(data, dict):
     for key, fmt in (('people', 'openpose'), ('instance_info', 'mmpose'),
-                     ('predictions', 'mmpose'), ('annotations', 'coco')):
+                     ('predictions', 'mmpose'), ('annotations', 'coco_annotations')):
       if key in data:
         return fmt
     raise _error(path, 'top level', f'object with keys {sorted(data)[:8]} is not '
@@ -270,6 +377,10 @@ def _json_format(path, data: Any) -> str:
   if isinstance(data, list) and not data:
     raise _error(path, 'top level', 'is an empty list: no detections')
   first = data[0] if isinstance(data, list) else None
+  if isinstance(first, dict) and 'bbox' in first and 'keypoints' not in first:
+    raise _error(path, 'detection 0', 'has a bbox but no keypoints: this is a COCO detection '
+                 'results list (person boxes); run a 2D pose estimator on these boxes and '
+                 'pass its keypoint results')
   if isinstance(first, dict) and isinstance(first.get('keypoints'), list):
     if first['keypoints'] and isinstance(first['keypoints'][0], list):
       return 'mmpose'
@@ -290,7 +401,7 @@ def _format_of(path, kind: str, payload: Any) -> str:
     return _json_format(path, payload)
   for file, data in payload:
     fmt = _json_format(file, data)
-    if fmt != 'openpose':
+    if fmt not in _OPENPOSE_FORMATS:
       raise _error(file, 'format', f'is {fmt}, but folder {path} is read as OpenPose frames '
                    '(one *_keypoints.json per frame); mixed formats in one folder')
   return 'openpose'
@@ -307,7 +418,8 @@ def detect_format(path) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Readers: one per format, each (path, payload, use_ids) -> _Detections.
+# Readers: (path, payload, use_ids, fmt) -> _Detections; one reader may serve several
+# formats, which then differ by their LAYOUTS.
 
 
 def _npz_arrays(path) -> dict[str, np.ndarray]:
@@ -331,7 +443,7 @@ def _npz_arrays(path) -> dict[str, np.ndarray]:
   return {key: _numbers(value, path, key) for key, value in arrays.items()}
 
 
-def _read_npz(path, payload, use_ids) -> _Detections:
+def _read_npz(path, payload, use_ids, fmt: str) -> _Detections:
   del payload
   arrays = _npz_arrays(path)
   keypoints = arrays['keypoints']
@@ -339,7 +451,7 @@ def _read_npz(path, payload, use_ids) -> _Detections:
     keypoints = keypoints[None]
   if keypoints.ndim != 3 or keypoints.shape[1:] not in ((17, 2), (17, 3)):
     raise _error(path, 'keypoints', f'shape {keypoints.shape}, expected [N, 17, 2] (x, y '
-                 'pixels, Human3.6M-17 order) or [N, 17, 3] (x, y, confidence)')
+                 f'pixels, {LAYOUTS[fmt][17].name} order) or [N, 17, 3] (x, y, confidence)')
   n = len(keypoints)
   if n == 0:
     raise _error(path, 'keypoints', 'holds no detections (N = 0)')
@@ -378,28 +490,41 @@ def _read_npz(path, payload, use_ids) -> _Detections:
       raise _error(path, 'image_size', f'shape {sizes.shape}, expected [2] or [{n}, 2] '
                    '(width, height)')
     sizes = np.broadcast_to(sizes, (n, 2))
-  return _Detections(None, keypoints, confidence, frame, track, sizes)
+  return _Detections(LAYOUTS[fmt][17], keypoints, confidence, frame, track, sizes)
 
 
 def _image_id(value: Any, path, field: str) -> int | str:
   if isinstance(value, bool) or not isinstance(value, (int, str)):
     raise _error(path, field, f'expected an integer or a file name, got {_preview(value)}')
-  return value
+  return _in_int64(value, path, field, 'id') if isinstance(value, int) else value
 
 
 def _read_results(path, data, use_ids, fmt: str) -> _Detections:
   """COCO-17 / Halpe-26 results lists, or a COCO annotation file {images, annotations}."""
   sizes_by_image, records = None, data
-  if isinstance(data, dict):
-    if 'annotations' not in data:
-      raise _error(path, 'top level', f'object without "annotations" is not {fmt} results')
-    records, sizes_by_image = data['annotations'], {}
-    for k, image in enumerate(data.get('images') or []):
-      if not isinstance(image, dict) or not {'id', 'width', 'height'} <= image.keys():
-        raise _error(path, f'images[{k}]', f'expected {{id, width, height}}, got '
-                     f'{_preview(image)}')
-      sizes_by_image[_image_id(image['id'], path, f'images[{k}] id')] = (image['width'],
-                                                                         image['height'])
+  if fmt == 'coco_annotations':
+    if not isinstance(data, dict) or 'annotations' not in data:
+      raise _error(path, 'top level', f'{_preview(data)} is not a COCO annotation file '
+                   '{images, annotations}; a results list is format coco')
+    records, images = data['annotations'], data.get('images')
+    if images is not None and not isinstance(images, list):
+      raise _error(path, 'images', f'expected a list of {{id, width, height}}, got '
+                   f'{_preview(images)}')
+    if images:  # Without `images` the sizes come from the image_size argument.
+      sizes_by_image = {}
+      for k, image in enumerate(images):
+        if not isinstance(image, dict) or not {'id', 'width', 'height'} <= image.keys():
+          raise _error(path, f'images[{k}]', f'expected {{id, width, height}}, got '
+                       f'{_preview(image)}')
+        image_id = _image_id(image['id'], path, f'images[{k}] id')
+        size = (image['width'], image['height'])
+        if sizes_by_image.setdefault(image_id, size) != size:
+          raise _error(path, f'images[{k}]', f'image id {image_id!r} is listed twice with '
+                       f'sizes {sizes_by_image[image_id]} and {size}')
+  elif isinstance(data, dict):
+    hint = ('is a COCO annotation file {images, annotations}: format coco_annotations'
+            if 'annotations' in data else f'object is not {fmt} results')
+    raise _error(path, 'top level', hint)
   if not isinstance(records, list) or not records:
     raise _error(path, 'detections', f'expected a non-empty list of {{image_id, keypoints, '
                  f'score}}, got {_preview(records)}')
@@ -426,7 +551,7 @@ def _read_results(path, data, use_ids, fmt: str) -> _Detections:
                      _numbers(sizes, path, 'images width/height') if sizes else None)
 
 
-def _read_openpose(path, frames_data, use_ids) -> _Detections:
+def _read_openpose(path, frames_data, use_ids, fmt: str) -> _Detections:
   """OpenPose frames: [(file, parsed JSON)], one per frame."""
   frame_of_file = _frame_numbers([file.name for file, _ in frames_data])
   layout, values, frames, ids = None, [], [], []
@@ -441,7 +566,7 @@ def _read_openpose(path, frames_data, use_ids) -> _Detections:
       if flat is None:
         raise _error(file, field, f'has no pose_keypoints_2d: {_preview(person)}')
       flat = _numbers(flat, file, f'{field} pose_keypoints_2d').reshape(-1)
-      layout = _layout(LAYOUTS['openpose'], layout, flat.size, 3, file,
+      layout = _layout(LAYOUTS[fmt], layout, flat.size, 3, file,
                        f'{field} pose_keypoints_2d')
       values.append(flat.reshape(-1, 3))
       frames.append(frame)
@@ -458,7 +583,7 @@ def _read_openpose(path, frames_data, use_ids) -> _Detections:
                      _tracks(frames, ids, path, use_ids))
 
 
-def _read_mmpose(path, data, use_ids) -> _Detections:
+def _read_mmpose(path, data, use_ids, fmt: str) -> _Detections:
   """MMPose {instance_info}, {predictions} or a bare list of instances (one image)."""
   if isinstance(data, dict) and isinstance(data.get('instance_info'), list):
     entries = []
@@ -488,7 +613,7 @@ def _read_mmpose(path, data, use_ids) -> _Detections:
         hint = ': looks like 3D (x, y, z)' if xy.ndim == 2 and xy.shape[1] == 3 else ''
         raise _error(path, f'{field} keypoints', f'shape {xy.shape}, expected [K, 2] 2D '
                      f'pixels{hint}')
-      layout = _layout(LAYOUTS['mmpose'], layout, len(xy), 1, path, f'{field} keypoints')
+      layout = _layout(LAYOUTS[fmt], layout, len(xy), 1, path, f'{field} keypoints')
       score = instance.get('keypoint_scores')
       score = np.ones(len(xy)) if score is None else _numbers(
           score, path, f'{field} keypoint_scores').reshape(-1)
@@ -509,9 +634,12 @@ def _read_mmpose(path, data, use_ids) -> _Detections:
 
 _READERS = {
     'npz': _read_npz,
-    'coco': functools.partial(_read_results, fmt='coco'),
-    'halpe': functools.partial(_read_results, fmt='halpe'),
+    'npz_coco17': _read_npz,
+    'coco': _read_results,
+    'coco_annotations': _read_results,
+    'halpe': _read_results,
     'openpose': _read_openpose,
+    'openpose_body25b': _read_openpose,
     'mmpose': _read_mmpose,
 }
 
@@ -532,7 +660,12 @@ def _image_sizes(path, from_file, argument, n: int, max_side: int) -> np.ndarray
   arg = None
   if argument is not None:
     if isinstance(argument, str):
-      argument = re.split(r'\s*[,x]\s*', argument.strip().lower())
+      parts = re.split(r'\s*[,x]\s*', argument.strip().lower())
+      try:
+        argument = [float(part) for part in parts]
+      except ValueError:
+        raise _error(path, 'image_size argument', f'expected numbers, got {argument!r} '
+                     '(W,H in whole pixels)') from None
     arg = valid(argument, 'image_size argument').reshape(-1)
   if from_file is not None:
     sizes = valid(from_file, 'image_size')
@@ -563,21 +696,92 @@ def _check_inside(path, keypoints, confidence, sizes, frame, track, margin: floa
                  'coordinates not in pixels?')
 
 
+def _convert(layout: skeleton.KeypointFormat, keypoints: np.ndarray,
+             confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`layout.convert` in float64, so that absurd coordinates stay finite for the checks
+  (float32 would turn them into inf, and inf times a zero weight into NaN elsewhere)."""
+  weights = layout.weights.astype(np.float64)
+  used = weights != 0
+  coords = np.einsum('jk,...kc->...jc', weights, keypoints)
+  return coords, np.where(used, confidence[..., None, :], np.inf).min(axis=-1)
+
+
+def anatomy_score(layout: skeleton.KeypointFormat, keypoints: np.ndarray,
+                  confidence: np.ndarray) -> tuple[float, int]:
+  """How badly reading keypoints as `layout` fits human anatomy (lower is better).
+
+  Per detection, the Human3.6M bones of ANATOMY_BONES with both ends confident give
+  log(length / typical length); the terms are each bone's deviation from the detection's
+  median (its scale) and each left-right pair's log length ratio, capped at
+  ANATOMY_CAP. A detection's score is the mean of its terms (it needs
+  ANATOMY_MIN_TERMS); the file's score is the median over detections.
+
+  Args:
+    layout: the keypoint layout to try.
+    keypoints: [N, K, 2] pixels in the file's order; confidence: [N, K] (0 = missing).
+  Returns:
+    (score, number of detections scored); score is NaN when none could be.
+  """
+  names = skeleton.H36M_JOINT_NAMES
+  start = np.array([names.index(a) for a, _, _ in ANATOMY_BONES])
+  stop = np.array([names.index(b) for _, b, _ in ANATOMY_BONES])
+  typical = np.log([length for _, _, length in ANATOMY_BONES])
+  with np.errstate(all='ignore'), warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)  # All-NaN rows: detections unscored.
+    joints, joint_confidence = _convert(layout, keypoints, confidence)
+    seen = (joint_confidence[:, start] > 0) & (joint_confidence[:, stop] > 0)
+    length = np.linalg.norm(joints[:, start] - joints[:, stop], axis=-1)
+    ratio = np.where(seen, np.log(np.maximum(length, 1e-9)) - typical, np.nan)
+    deviation = np.abs(ratio - np.nanmedian(ratio, axis=1, keepdims=True))
+    left, right = np.array(ANATOMY_PAIRS).T
+    asymmetry = np.abs(ratio[:, left] - ratio[:, right])
+    terms = np.minimum(np.concatenate([deviation, asymmetry], axis=1), ANATOMY_CAP)
+    count = np.sum(np.isfinite(terms), axis=1)
+    per_detection = np.nanmean(terms, axis=1)[count >= ANATOMY_MIN_TERMS]
+    per_detection = per_detection[np.isfinite(per_detection)]
+  if not per_detection.size:
+    return float('nan'), 0
+  return float(np.median(per_detection)), int(per_detection.size)
+
+
+def _rivals(fmt: str, layout: skeleton.KeypointFormat) -> list[tuple[str, Any]]:
+  """(format, layout) of every other format its reader reads with the same count."""
+  count = layout.num_keypoints
+  return [(other, LAYOUTS[other][count]) for other in FORMATS
+          if _READERS[other] is _READERS[fmt] and count in LAYOUTS[other]
+          and LAYOUTS[other][count] != layout]
+
+
+def _check_anatomy(path, fmt: str, requested: bool, layout, keypoints, confidence) -> float:
+  """Raises when a rival layout fits the anatomy clearly better; returns `layout`'s score."""
+  score, _ = anatomy_score(layout, keypoints, confidence)
+  for other, rival in _rivals(fmt, layout):
+    rival_score, _ = anatomy_score(rival, keypoints, confidence)
+    if rival_score < score - ANATOMY_MARGIN and rival_score < ANATOMY_RATIO * score:
+      how = 'requested' if requested else 'detected by keypoint count'
+      raise _error(path, 'keypoint layout', f'the {layout.num_keypoints} keypoints per '
+                   f'detection fit {rival.name} (format {other}: anatomy score '
+                   f'{rival_score:.2f}) better than {layout.name} (format {fmt}, {how}: '
+                   f'{score:.2f}); both have {layout.num_keypoints} keypoints, so the file '
+                   f'does not say which it is. Choose with --format={other} or '
+                   f'--format={fmt} --noanatomy_check (score: bone lengths against human '
+                   'proportions and left-right symmetry, 0 = ideal)')
+  return score
+
+
 def _finish(path, fmt: str, det: _Detections, image_size, outside_margin: float,
-            max_image_side: int) -> KeypointSequence:
+            max_image_side: int, requested: bool, anatomy_check: bool) -> KeypointSequence:
   """Masks, converts to Human3.6M-17, checks and sorts the detections of one input."""
   nonfinite = ~(np.isfinite(det.keypoints).all(-1) & np.isfinite(det.confidence))
   if nonfinite.any():
     logging.warning('%s: %d keypoints with NaN, Inf or null coordinates or confidence are '
                     'marked missing (confidence 0)', path, nonfinite.sum())
-  confidence = np.clip(np.where(nonfinite, 0.0, det.confidence), 0.0, 1.0)
-  keypoints = np.where(nonfinite[..., None], 0.0, det.keypoints)
-  with np.errstate(over='ignore'):  # Absurd values become inf; _check_inside names them.
-    if det.layout is not None:
-      keypoints, confidence = det.layout.convert(keypoints, confidence)
-    keypoints, confidence = keypoints.astype(np.float32), confidence.astype(np.float32)
+  file_confidence = np.clip(np.where(nonfinite, 0.0, det.confidence), 0.0, 1.0)
+  file_keypoints = np.where(nonfinite[..., None], 0.0, det.keypoints)
+  with np.errstate(over='ignore', invalid='ignore'):  # _check_inside names absurd values.
+    keypoints, confidence = _convert(det.layout, file_keypoints, file_confidence)
   order = np.lexsort((det.frame, det.track))
-  keypoints, confidence = keypoints[order], confidence[order]
+  keypoints, confidence = keypoints[order], confidence[order].astype(np.float32)
   frame, track = det.frame[order], det.track[order]
   twice = np.flatnonzero((np.diff(track) == 0) & (np.diff(frame) == 0))
   if twice.size:
@@ -587,19 +791,24 @@ def _finish(path, fmt: str, det: _Detections, image_size, outside_margin: float,
   sizes = _image_sizes(path, None if det.image_size is None else det.image_size[order],
                        image_size, len(order), max_image_side)
   _check_inside(path, keypoints, confidence, sizes, frame, track, outside_margin)
-  keypoints = np.where(confidence[..., None] > 0, keypoints, np.float32(0))
+  if anatomy_check:
+    score = _check_anatomy(path, fmt, requested, det.layout, file_keypoints, file_confidence)
+  else:
+    score = anatomy_score(det.layout, file_keypoints, file_confidence)[0]
+  keypoints = np.where(confidence[..., None] > 0, keypoints, 0.0).astype(np.float32)
   empty = np.flatnonzero(confidence.max(-1) <= 0)
   if empty.size:
     logging.warning('%s: %d detections have no confident joint (first: track %d, frame %d); '
                     'kept, their 3D pose is a prior guess only', path, empty.size,
                     track[empty[0]], frame[empty[0]])
-  return KeypointSequence(keypoints, confidence, sizes, frame, track, str(path), fmt)
+  return KeypointSequence(keypoints, confidence, sizes, frame, track, str(path), fmt,
+                          det.layout.name, score)
 
 
 def read_keypoints(path, *, format: str | None = None,  # pylint: disable=redefined-builtin
                    image_size: str | Sequence[int] | None = None, track_ids: bool = True,
-                   outside_margin: float = 1.0, max_image_side: int = 32768
-                   ) -> KeypointSequence:
+                   outside_margin: float = 1.0, max_image_side: int = 32768,
+                   anatomy_check: bool = True) -> KeypointSequence:
   """Reads 2D keypoints of any of FORMATS as a Human3.6M-17 sequence (module docstring).
 
   Args:
@@ -611,6 +820,8 @@ def read_keypoints(path, *, format: str | None = None,  # pylint: disable=redefi
     outside_margin: confident joints may lie at most this many image sizes beyond the
       image border.
     max_image_side: the largest accepted image width or height, pixels.
+    anatomy_check: refuse a file whose anatomy fits another format with the same
+      keypoint count clearly better (module docstring); False reads it as `format` says.
   Returns:
     KeypointSequence with N detections: keypoints [N, 17, 2], confidence [N, 17],
     image_size [N, 2], frame [N], track [N], sorted by (track, frame).
@@ -622,10 +833,13 @@ def read_keypoints(path, *, format: str | None = None,  # pylint: disable=redefi
     raise _error(path, 'format', f'{format!r} is not one of {FORMATS}')
   kind, payload = _load(path)
   fmt = format or _format_of(path, kind, payload)
-  if (kind == 'npz') != (fmt == 'npz') or (kind == 'folder' and fmt != 'openpose'):
+  fits = {'npz': fmt in _NPZ_FORMATS, 'folder': fmt in _OPENPOSE_FORMATS,
+          'json': fmt not in _NPZ_FORMATS}[kind]
+  if not fits:
     raise _error(path, 'format', f'{fmt} was requested, but this input is '
                  f'{ {"npz": "an npz archive", "json": "a JSON file"}.get(kind, "a folder")}')
-  if kind == 'json' and fmt == 'openpose':
+  if kind == 'json' and fmt in _OPENPOSE_FORMATS:
     payload = [(path, payload)]
-  detections = _READERS[fmt](path, payload, track_ids)
-  return _finish(path, fmt, detections, image_size, outside_margin, max_image_side)
+  detections = _READERS[fmt](path, payload, track_ids, fmt)
+  return _finish(path, fmt, detections, image_size, outside_margin, max_image_side,
+                 requested=format is not None, anatomy_check=anatomy_check)

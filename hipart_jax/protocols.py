@@ -318,6 +318,15 @@ PROTOCOLS: Mapping[str, Protocol] = types.MappingProxyType({p.name: p for p in (
         metrics=('mpjpe_mm', 'p_mpjpe_mm'),
         description='CMU mocap held-out clips (a new subject and file format).'),
     Protocol(
+        name='cmu_multi_subject', dataset='cmu_mocap', builder_config='multi_subject',
+        split='test', subjects=('06', '09', '13'),
+        frame_selection='all 18 clips of subjects 06 (basketball), 09 (run), 13 '
+        '(everyday); every 4th mocap frame, 4 virtual cameras', stride=1,
+        joints=ALL_JOINTS, root='pelvis', units_in='meters', units_out='millimeters',
+        input_source='gt', alignment=('none', 'procrustes'), average='examples',
+        metrics=('mpjpe_mm', 'p_mpjpe_mm'),
+        description='CMU mocap, 13 subjects: held-out subjects (subject-disjoint).'),
+    Protocol(
         name='synthetic', dataset='synthetic_poses', builder_config='small',
         split='test', subjects=('S6', 'S7'),
         frame_selection='25 frames per sequence (every 10th at 50 fps), 2 sequences per '

@@ -5,8 +5,11 @@ r"""Lifts a file of 2D keypoints to 3D with a trained HiPART.
       [--plot]
 
 Input (hipart_jax/keypoint_io.py): npz, COCO or Halpe keypoint results, a COCO
-annotation file, OpenPose frames (a file or a folder), MMPose predictions; `--format`
-overrides the detection. Results lists carry no image size: pass `--image_size=W,H`.
+annotation file, OpenPose frames (a file or a folder; BODY_25, COCO-18, or BODY_25B with
+`--format=openpose_body25b`), MMPose predictions; `--format` overrides the detection.
+Results lists carry no image size: pass `--image_size=W,H`. A file whose anatomy fits
+another format of the same keypoint count better stops with an error naming both
+(`--noanatomy_check` reads it as `--format` says).
 
 Output, by the extension of `--output`; rows sorted by (track, frame) like the input:
   .npz   pose_3d [N, 17, 3] float32 meters, root-relative (pelvis at 0), camera axes
@@ -17,8 +20,13 @@ Output, by the extension of `--output`; rows sorted by (track, frame) like the i
          spread of the hypotheses); for a hierarchical lifter the generated hierarchy of
          the first hypothesis in pixels: sparse_2d [N, 17, 2], dense_2d [N, D, 2],
          fine_2d [N, F, 2], and `hierarchy` (Hierarchy.to_json() as a JSON string).
-  .json  a list of {frame, track, pose_3d: [[x, y, z]] * 17, no_visible_joint, and
-         uncertainty_mm: [17] with K > 1}.
+  .json  {"meta": the description below, "poses": a list of {frame, track, pose_3d:
+         [[x, y, z]] * 17, no_visible_joint, and uncertainty_mm: [17] with K > 1}}.
+Both describe themselves (`describe`): units ('meters'), coordinate_frame, joint_names
+(the order of the 17 joints), input_file, input_format and input_layout (as read),
+model (JSON: checkpoint, stage, mode, step, config_sha256 and the frozen stages' config
+hashes, with their steps where the checkpoint meta records them) and project_version;
+in the .npz each is one string entry (model a JSON string), in the .json keys of "meta".
 `no_visible_joint` marks detections without any confident joint: they are kept (nothing
 is dropped), but their 3D pose is the lifter's guess from no evidence.
 
@@ -35,6 +43,8 @@ output extension end the program with a one-line message.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import pathlib
 from typing import Any, Sequence
@@ -56,6 +66,9 @@ from hipart_jax.models import hipart
 OUTPUT_EXTENSIONS = ('.npz', '.json')
 # How inference runs on a CPU host (`execution.Execution`); other backends run plainly.
 EXECUTION = {'cpu': {'devices': 0, 'predict_chunk_size': 16}}
+UNITS = 'meters'
+COORDINATE_FRAME = ('camera, root-relative: pelvis at 0, x right, y down, z forward '
+                    '(the image axes, z away from the camera)')
 # Figure layout for --plot.
 FIGURE_SIZE = (10.0, 5.0)
 FIGURE_DPI = 80
@@ -72,6 +85,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     **define)
   flags.DEFINE_string('image_size', None, 'W,H pixels, for inputs without image sizes.',
                       **define)
+  flags.DEFINE_bool('anatomy_check', True, 'Refuse a file whose anatomy fits another format '
+                    'with the same keypoint count better (else read it as --format says).',
+                    **define)
   flags.DEFINE_bool('track_ids', True, "Use the file's person ids as tracks (else number "
                     'detections within each frame).', **define)
   flags.DEFINE_integer('num_samples', 1, 'K hypotheses per pose (hierarchical lifters).',
@@ -95,13 +111,55 @@ def _fail(message: str) -> SystemExit:
   return SystemExit(f'infer: error: {message}')
 
 
+def _config_hash(config: Any) -> str | None:
+  if config is None:
+    return None
+  return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _latest_step(checkpoint: str) -> int | None:
+  """The step `checkpoints.load_hipart` restores: the largest step directory."""
+  path = pathlib.Path(checkpoint)
+  if (path / checkpoints.CHECKPOINT_SUBDIR).is_dir():
+    path = path / checkpoints.CHECKPOINT_SUBDIR
+  steps = [int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
+  return max(steps) if steps else None
+
+
+def _project_version() -> str:
+  try:
+    return importlib.metadata.version('hipart-jax')
+  except importlib.metadata.PackageNotFoundError:
+    return 'unknown (not installed)'
+
+
+def describe(sequence: keypoint_io.KeypointSequence, checkpoint: str, model: hipart.HiPART,
+             meta: dict[str, Any]) -> dict[str, Any]:
+  """What an output file states about itself (module docstring), as JSON values."""
+  frozen_steps = meta.get('frozen_steps') or {}
+  frozen = {name: dict(config_sha256=_config_hash(config), step=frozen_steps.get(name))
+            for name, config in sorted((meta.get('frozen_models') or {}).items())}
+  return dict(
+      units=UNITS, coordinate_frame=COORDINATE_FRAME,
+      joint_names=list(skeleton.H36M_JOINT_NAMES),
+      input_file=str(pathlib.Path(sequence.source).absolute()),
+      input_format=sequence.format, input_layout=sequence.layout,
+      model=dict(checkpoint=str(pathlib.Path(checkpoint).absolute()),
+                 stage=meta.get('stage'), mode=model.lifter.mode,
+                 step=_latest_step(checkpoint), config_sha256=_config_hash(meta.get('model')),
+                 frozen=frozen),
+      project_version=_project_version())
+
+
 def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarray],
-                model: hipart.HiPART, num_samples: int) -> dict[str, np.ndarray]:
+                model: hipart.HiPART, num_samples: int,
+                description: dict[str, Any]) -> dict[str, np.ndarray]:
   arrays = dict(pose_3d=out['pose_3d'].astype(np.float32), frame=sequence.frame,
                 track=sequence.track, confidence=sequence.confidence,
                 keypoints_2d=sequence.keypoints, image_size=sequence.image_size,
-                no_visible_joint=sequence.confidence.max(-1) <= 0,
-                joint_names=np.asarray(skeleton.H36M_JOINT_NAMES))
+                no_visible_joint=sequence.confidence.max(-1) <= 0)
+  for key, value in description.items():  # Strings, so np.load needs no pickle.
+    arrays[key] = np.asarray(json.dumps(value) if isinstance(value, dict) else value)
   if num_samples > 1:
     arrays['hypotheses_3d'] = out['hypotheses_3d'].astype(np.float32)
     arrays['uncertainty_mm'] = out['uncertainty_mm'].astype(np.float32)
@@ -112,7 +170,8 @@ def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarra
   return arrays
 
 
-def _json_records(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _json_document(arrays: dict[str, np.ndarray],
+                   description: dict[str, Any]) -> dict[str, Any]:
   records = []
   for row in range(len(arrays['frame'])):
     record = dict(frame=int(arrays['frame'][row]), track=int(arrays['track'][row]),
@@ -121,7 +180,7 @@ def _json_records(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     if 'uncertainty_mm' in arrays:
       record['uncertainty_mm'] = arrays['uncertainty_mm'][row].tolist()
     records.append(record)
-  return records
+  return dict(meta=description, poses=records)
 
 
 def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
@@ -153,7 +212,8 @@ def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
 
 
 def run(*, checkpoint: str, input_path: str, output: str, input_format: str | None = None,
-        image_size: str | None = None, track_ids: bool = True, num_samples: int = 1,
+        image_size: str | None = None, track_ids: bool = True, anatomy_check: bool = True,
+        num_samples: int = 1,
         temperature: float = 0.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
         plot: bool = False, num_plot_rows: int = 4, chunk_size: int | None = None
         ) -> dict[str, np.ndarray]:
@@ -171,11 +231,12 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
     raise _fail(f'--chunk_size must be >= 0, got {chunk_size}')
   try:
     sequence = keypoint_io.read_keypoints(input_path, format=input_format,
-                                          image_size=image_size, track_ids=track_ids)
+                                          image_size=image_size, track_ids=track_ids,
+                                          anatomy_check=anatomy_check)
   except keypoint_io.KeypointFileError as e:
     raise _fail(str(e)) from None
   try:
-    model, variables, _ = checkpoints.load_hipart(checkpoint)
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
   except (FileNotFoundError, ValueError) as e:
     raise _fail(f'--checkpoint: {e}') from None
   if model.lifter.mode not in ('sparse', 'hierarchical'):
@@ -191,13 +252,14 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
       num_samples=num_samples, devices=jax.local_devices(),
       chunk_size=(execution.Execution.for_backend(EXECUTION).predict_chunk_size
                   if chunk_size is None else chunk_size))
-  arrays = _npz_arrays(sequence, out, model, num_samples)
+  description = describe(sequence, checkpoint, model, meta)
+  arrays = _npz_arrays(sequence, out, model, num_samples, description)
   output_path.parent.mkdir(parents=True, exist_ok=True)
   if output_path.suffix.lower() == '.npz':
     with open(output_path, 'wb') as f:
       np.savez(f, **arrays)
   else:
-    output_path.write_text(json.dumps(_json_records(arrays)))
+    output_path.write_text(json.dumps(_json_document(arrays, description)))
   logging.info('Wrote %d poses to %s', len(sequence), output_path)
   if plot:
     for path in plot_rows(arrays, output_path, num_plot_rows):
@@ -217,7 +279,8 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
   except (ValueError, RuntimeError) as e:
     raise _fail(f'--cpu_devices: {e}') from None
   run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,
-      image_size=f.image_size, track_ids=f.track_ids, num_samples=f.num_samples,
+      image_size=f.image_size, track_ids=f.track_ids, anatomy_check=f.anatomy_check,
+      num_samples=f.num_samples,
       temperature=f.temperature, top_k=f.top_k, batch_size=f.batch_size, seed=f.seed,
       plot=f.plot, num_plot_rows=f.plot_rows, chunk_size=f.chunk_size)
 

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from hipart_jax import keypoint_io
 from hipart_jax import skeleton
 
 IMAGE_SIZE = (1920, 1080)
@@ -74,14 +75,15 @@ def write_json(path, data):
   return path
 
 
-def write_npz(directory):
-  """The pose set in Human3.6M-17 order, with frames, tracks and the image size."""
+def write_npz(directory, coco_order=False):
+  """The pose set in Human3.6M-17 (or COCO-17) order, with frames, tracks, image size."""
   xy, scores = coco_pose_set()
-  h36m, confidence = skeleton.COCO17.convert(xy, scores)
-  path = directory / 'poses.npz'
+  if not coco_order:
+    xy, scores = skeleton.COCO17.convert(xy, scores)
+  path = directory / ('poses_coco.npz' if coco_order else 'poses.npz')
   frame = np.broadcast_to(np.array(FRAMES), (PEOPLE, len(FRAMES)))
   track = np.broadcast_to(np.arange(PEOPLE)[:, None], (PEOPLE, len(FRAMES)))
-  np.savez(path, keypoints=h36m.reshape(-1, 17, 2), scores=confidence.reshape(-1, 17),
+  np.savez(path, keypoints=xy.reshape(-1, 17, 2), scores=scores.reshape(-1, 17),
            image_size=np.array(IMAGE_SIZE), frame=frame.reshape(-1), track=track.reshape(-1))
   return path
 
@@ -102,6 +104,21 @@ def _results(directory, layout, name, image_id, track=None):
 
 def write_coco(directory):
   return _results(directory, skeleton.COCO17, 'coco.json', lambda f: f)
+
+
+def write_coco_annotations(directory):
+  """A COCO person_keypoints file with the images' sizes; `v` holds the pose set's scores
+  (real files hold flags 0/1/2, which read as 0 and 1) so the file reads as the npz."""
+  xy, scores = in_layout(skeleton.COCO17)
+  annotations = [dict(id=len(FRAMES) * p + t, image_id=frame, category_id=1, iscrowd=0,
+                      num_keypoints=int((scores[p, t] > 0).sum()),
+                      keypoints=flat(xy[p, t], scores[p, t]))
+                 for t, frame in enumerate(FRAMES) for p in range(PEOPLE)]
+  images = [dict(id=frame, file_name=f'{frame:012d}.jpg', width=IMAGE_SIZE[0],
+                 height=IMAGE_SIZE[1]) for frame in FRAMES]
+  return write_json(directory / 'person_keypoints.json',
+                    dict(images=images, annotations=annotations,
+                         categories=[dict(id=1, name='person')]))
 
 
 def write_halpe(directory):
@@ -155,14 +172,21 @@ WRITERS = {
     'openpose_body25': write_openpose,
     'openpose_coco18': lambda d: write_openpose(d, skeleton.OPENPOSE_COCO18),
     'openpose_ids': lambda d: write_openpose(d, person_ids=True),
+    'openpose_body25b': lambda d: write_openpose(d, keypoint_io.OPENPOSE_BODY25B),
+    'npz_coco17': lambda d: write_npz(d, coco_order=True),
+    'coco_annotations': write_coco_annotations,
     'mmpose_coco17': write_mmpose,
     'mmpose_halpe26': lambda d: write_mmpose(d, skeleton.HALPE26),
     'mmpose_predictions': write_mmpose_predictions,
 }
 FORMAT_OF = {'coco': 'coco', 'halpe': 'halpe', 'openpose_body25': 'openpose',
              'openpose_coco18': 'openpose', 'openpose_ids': 'openpose',
-             'mmpose_coco17': 'mmpose', 'mmpose_halpe26': 'mmpose',
-             'mmpose_predictions': 'mmpose'}
+             'openpose_body25b': 'openpose_body25b', 'npz_coco17': 'npz_coco17',
+             'coco_annotations': 'coco_annotations', 'mmpose_coco17': 'mmpose',
+             'mmpose_halpe26': 'mmpose', 'mmpose_predictions': 'mmpose'}
+# Formats that share a keypoint count with another are detected as that one, and read
+# right only when requested (the anatomy check refuses them otherwise).
+DETECTED_AS = {'openpose_body25b': 'openpose', 'npz_coco17': 'npz'}
 # MMPose `predictions` lists carry no frame id: their frames are list positions, the
 # others' frames are FRAMES. Frame of a writer's row = reference frame - FRAME_OFFSET.
 FRAME_OFFSET = {name: FRAMES[0] if name == 'mmpose_predictions' else 0 for name in WRITERS}

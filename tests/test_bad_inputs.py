@@ -336,11 +336,96 @@ def test_bad_image_id(tmp_path):
           'expected an integer or a file name', image_size=SIZE)
 
 
+def test_coco_detection_boxes_without_keypoints(tmp_path):
+  boxes = [dict(image_id=785, category_id=1, bbox=[277.1, 45.7, 225.1, 333.6], score=0.99)]
+  _raises(_json(tmp_path / 'det.json', boxes), 'detection 0',
+          'has a bbox but no keypoints: this is a COCO detection results list')
+
+
+def _annotations(images, image_ids=(1,)):
+  return dict(images=images, annotations=[_coco(image_id=i) for i in image_ids])
+
+
+def test_coco_annotations_image_listed_twice_with_two_sizes(tmp_path):
+  images = [dict(id=1, width=640, height=480), dict(id=1, width=320, height=240)]
+  _raises(_json(tmp_path / 'gt.json', _annotations(images)), 'images[1]',
+          r"image id 1 is listed twice with sizes \(640, 480\) and \(320, 240\)")
+
+
+def test_coco_annotations_image_not_listed(tmp_path):
+  _raises(_json(tmp_path / 'gt.json', _annotations([dict(id=1, width=640, height=480)],
+                                                    image_ids=(2,))),
+          'detection 0 (image_id 2) image_id', 'is not listed in "images"')
+
+
+def test_coco_annotations_without_images_take_the_argument(tmp_path):
+  sequence = keypoint_io.read_keypoints(_json(tmp_path / 'gt.json', _annotations([])),
+                                        image_size=SIZE)
+  assert sequence.format == 'coco_annotations'
+  np.testing.assert_array_equal(sequence.image_size, [SIZE])
+
+
+@pytest.mark.parametrize('field,value,problem', [
+    ('idx', 2**63, 'person id 9223372036854775808 does not fit a 64-bit integer'),
+    ('idx', [-2**63 - 1], 'person id -9223372036854775809 does not fit'),
+    ('image_id', 2**63, 'id 9223372036854775808 does not fit a 64-bit integer'),
+])
+def test_integer_ids_beyond_int64(tmp_path, field, value, problem):
+  _raises(_json(tmp_path / 'r.json', [_coco(**{field: value})]), field, problem,
+          image_size=SIZE)
+
+
+def test_frame_number_in_a_name_beyond_int64(tmp_path):
+  names = [f'img_{10**30 + k}.jpg' for k in (1, 0)]  # Ranked instead: 1 and 0.
+  sequence = keypoint_io.read_keypoints(
+      _json(tmp_path / 'r.json', [_coco(image_id=n) for n in names]), image_size=SIZE)
+  np.testing.assert_array_equal(sequence.frame, [0, 1])
+
+
+@pytest.mark.parametrize('value,problem', [
+    (True, r'got True \(bool\)'), (10**400, r'got 10+\.\.\. \(a number beyond the float64'),
+    ({'x': 1}, r"got \{'x': 1\} \(dict\)")], ids=['bool', 'huge_int', 'object'])
+def test_json_keypoint_values_that_are_not_numbers(tmp_path, value, problem):
+  record = _coco()
+  record['keypoints'][7] = value
+  _raises(_json(tmp_path / 'r.json', [record]), 'detection 0 (image_id 0) keypoints',
+          'expected numbers, ' + problem, image_size=SIZE)
+
+
+def test_json_integer_literal_beyond_the_digit_limit(tmp_path):
+  path = tmp_path / 'r.json'
+  path.write_text('[{"image_id": ' + '9' * 5000 + ', "keypoints": []}]')
+  _raises(path, 'file', 'holds an unreadable number')
+
+
+def test_json_nested_too_deeply(tmp_path):
+  path = tmp_path / 'r.json'
+  path.write_text('[' * 100000 + ']' * 100000)
+  _raises(path, 'file', 'nests arrays or objects too deeply')
+
+
+def test_npz_frame_beyond_int64(tmp_path):
+  _raises(_npz(tmp_path / 'x.npz', frame=np.array([0, 1e30, 2])), 'frame',
+          'expected whole numbers within int64')
+
+
+def test_huge_coordinate_is_named_not_turned_into_nan(tmp_path):
+  """1e300 px overflows float32: converted in float64 it is refused as outside the image
+  instead of spreading NaN into the joints built from it."""
+  xy = _POSE.copy()
+  xy[11] = [1e300, 1e300]  # Left hip: pelvis and spine are built from it.
+  _raises(_json(tmp_path / 'r.json', [_coco(xy=xy)]), 'keypoints',
+          r'frame 0 \(track 0\): pelvis at \(5e\+299, 5e\+299\) lies more than 1x',
+          image_size=SIZE)
+
+
 # ---- Format requests that do not fit the input.
 
 
 @pytest.mark.parametrize('fmt,problem', [('npz', 'npz was requested, but this input is a '
                                           'JSON file'),
+                                         ('npz_coco17', 'npz_coco17 was requested'),
+                                         ('coco_annotations', 'is not a COCO annotation file'),
                                          ('yaml', r"'yaml' is not one of \('npz'")])
 def test_requested_format_does_not_fit(tmp_path, fmt, problem):
   _raises(_json(tmp_path / 'r.json', [_coco()]), 'format', problem, format=fmt,
@@ -355,6 +440,18 @@ def test_requested_openpose_for_coco_results(tmp_path):
 def test_requested_halpe_for_coco_results(tmp_path):
   _raises(_json(tmp_path / 'r.json', [_coco()]), 'detection 0 (image_id 0) keypoints',
           r'has 51 values, expected 78 \(halpe26\)', format='halpe', image_size=SIZE)
+
+
+def test_requested_coco_results_for_an_annotation_file(tmp_path):
+  _raises(_json(tmp_path / 'gt.json', _annotations([dict(id=1, width=640, height=480)])),
+          'top level', 'is a COCO annotation file .*: format coco_annotations', format='coco')
+
+
+def test_requested_openpose_body25b_for_a_folder_of_coco_results(tmp_path):
+  (tmp_path / 'op').mkdir()
+  _json(tmp_path / 'op' / 'a.json', [_coco()])
+  _raises(tmp_path / 'op', 'people', 'missing or not a list: not an OpenPose frame',
+          shown=tmp_path / 'op' / 'a.json', format='openpose_body25b')
 
 
 # ---- Checkpoints launch/infer.py refuses: one line, exactly.

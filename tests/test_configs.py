@@ -41,9 +41,12 @@ NON_STAGE_KEYS = {
     'demo': ('dataset', 'seed', 'batch_size', 'eval_batch_size', 'msst_steps', 'hiarm_steps',
              'lifter_steps', 'lifter_modes', 'occlusion_levels', 'num_inference_examples',
              'num_samples', 'temperature'),
+    'cmu_benchmark': ('builder_config', 'seeds', 'msst', 'hiarm', 'num_draws', 'lifters',
+                      'hipart_architecture', 'lifter_steps', 'occlusion_levels'),
 }
 # The variants each config accepts after ':' (None: no argument).
-NON_STAGE_VARIANTS = {'demo': (None, 'smoke')}
+NON_STAGE_VARIANTS = {'demo': (None, 'smoke'),
+                      'cmu_benchmark': (None, 'multi_subject', 'shared_clips', 'smoke')}
 # Loss weights each stage reads.
 LOSS_KEYS = {'msst': ('sparse', 'commitment', 'local_alignment', 'global_alignment',
                       'la_temperature'),
@@ -62,14 +65,20 @@ def _variants(name):
     return NON_STAGE_VARIANTS.get(name, (None,))
   if name.endswith('_hiarm'):
     return (None, 'tiny', 'raster,tiny') + orderings.ORDERING_NAMES
+  if name == 'cmu_lifter':
+    return ((None, 'tiny', 'sparse,tiny', 'mlp,tiny') + LIFTER_MODES
+            + ('mlp', 'mlp_hierarchical', 'mlp_oracle'))
   if name.endswith('_lifter'):
     return (None, 'tiny', 'sparse,tiny') + LIFTER_MODES
   return (None, 'tiny')
 
 
 def _choice(variant, default):
-  """The ordering or mode a config argument names ('raster,tiny' → 'raster')."""
-  return base.parse_variant(variant, orderings.ORDERING_NAMES + LIFTER_MODES, default)[0]
+  """The ordering or mode a config argument names ('raster,tiny' → 'raster', 'mlp' →
+  'sparse', 'mlp_oracle' → 'oracle')."""
+  choice = base.parse_variant(variant, orderings.ORDERING_NAMES + LIFTER_MODES
+                              + ('mlp', 'mlp_hierarchical', 'mlp_oracle'), default)[0]
+  return 'sparse' if choice == 'mlp' else choice.replace('mlp_', '')
 
 
 def _load(name, variant=None):
@@ -240,51 +249,37 @@ def test_best_metrics_are_evaluated(monkeypatch):
 
 @pytest.mark.skipif(
     not os.environ.get('HIPART_SLOW_TESTS'),
-    reason='trains and evaluates eight runs in a subprocess (about a minute of CPU); '
-           'set HIPART_SLOW_TESTS=1 to run it')
+    reason='trains and evaluates fourteen runs in a subprocess (about four minutes of '
+           'CPU); set HIPART_SLOW_TESTS=1 to run it')
 def test_cmu_accuracy_smoke(tmp_path):
-  """The benchmark's whole path (build, train, evaluate, report) on the dummy clips."""
+  """The benchmark's whole path (build, train, draws, evaluate, report) on the dummy clips."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   result = subprocess.run(
-      [sys.executable, '-m', 'bench.cmu_accuracy', '--smoke', '--orderings=hierarchical',
-       f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=600, check=False)
+      [sys.executable, '-m', 'bench.cmu_accuracy',
+       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((tmp_path / 'cmu_accuracy.json').read_text())
-  # Dummy clips: 9 frames each, every 8th kept, 4 cameras; 10 train and 3 test clips.
-  assert report['dataset']['train_examples'] == 10 * 2 * 4
-  assert report['dataset']['test_examples'] == 3 * 2 * 4
+  # Dummy clips: 9 frames each, every 4th kept, 4 cameras; 10 / 2 / 3 clips per split.
+  assert report['dataset']['train_examples'] == 10 * 3 * 4
+  assert report['dataset']['validation_examples'] == 2 * 3 * 4
   levels = report['settings']['occlusion_levels']
-  for level in skeleton.LEVELS:
-    assert report['msst'][f'recon_{level}_px'] > 0
-    assert report['msst'][f'recon_{level}_mm_equivalent'] > 0
-  assert 0 < report['msst']['usage_sparse'] <= 1
-  # Without occlusion the frame is the logged evaluation's: the same error.
-  by_occlusion = report['msst_by_occlusion']
-  assert list(by_occlusion) == levels
-  np.testing.assert_allclose(by_occlusion['none']['recon_fine_px'],
-                             report['msst']['recon_fine_px'], rtol=1e-4)
-  hiarm = report['hiarm']['hierarchical']
-  assert hiarm['decoding_steps'] == len(orderings.decoding_groups(
-      skeleton.default_hierarchy(), 'hierarchical'))
-  assert hiarm['generation_s_per_batch'] > 0
-  for level in levels:
-    for key in ('generated_sparse_token_accuracy', 'generated_dense_token_accuracy',
-                'sparse_accuracy', 'dense_accuracy'):
-      assert 0 <= hiarm[level][key] <= 1
-    assert hiarm[level]['generated_fine_px'] > 0
-  assert hiarm['none'] != hiarm['one_limb']  # Occlusion changes the inputs.
-  assert set(report['lifters']) == set(LIFTER_MODES)
+  assert set(report['lifters']) == {'mlp', 'transformer', 'hipart', 'oracle'}
   for table in report['lifters'].values():
     assert list(table) == levels
-    assert all(np.isfinite(table[level]['mpjpe_mm']) for level in levels)
-    assert table['none']['occluded_mpjpe_mm'] is None
-    assert table['one_limb']['occluded_mpjpe_mm'] > 0
-  feeds = report['diagnosis']['lifter_feeds']
-  assert list(feeds) == levels
-  assert len(feeds['none']) == 2 * 3  # {hipart, oracle} lifter x 3 hierarchies fed.
-  assert all(np.isfinite(value) and value > 0 for value in feeds['one_limb'].values())
-  assert report['diagnosis']['hiarm_on_train']['none']['generated_fine_px'] > 0
-  text = (tmp_path / 'cmu_accuracy.md').read_text()
-  for heading in ('(a) MSST', '(b) HiARM', '(c) Lifters', '(d) Diagnosis'):
-    assert heading in text
+    stats = table['one_limb']['mpjpe_mm']
+    assert len(stats['values']) == 2 and stats['min'] <= stats['mean'] <= stats['max']
+    assert table['none']['occluded_mpjpe_mm']['mean'] is None
+    assert set(table['none']['per_subject']) == set(report['dataset']['test_subjects'])
+  assert set(report['hiarm']) == {'hierarchical', 'raster'}
+  assert report['targets']['best_baseline'] in ('mlp', 'transformer')
+  assert len(report['diagnosis']['lifter_feeds']['none']) == 2 * 3
+  assert report['timings']['draws'] > 0
+  # A rerun trains nothing and reports the same lifters.
+  again = subprocess.run(
+      [sys.executable, '-m', 'bench.cmu_accuracy',
+       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert json.loads((tmp_path / 'cmu_accuracy.json').read_text())['lifters'] == (
+      report['lifters'])

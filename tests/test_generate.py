@@ -10,6 +10,7 @@ import pytest
 
 import pipeline_fixture
 from hipart_jax import checkpoints
+from hipart_jax import drawn_batches
 from hipart_jax import generated_cache
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
@@ -139,3 +140,22 @@ def test_hiarm_with_its_msst_is_the_lifters_generator(tiny_pipeline):
     for a, b in zip(jax.tree.leaves(collections[key]), jax.tree.leaves(variables[key])):
       np.testing.assert_array_equal(a, b)
   assert source == 'gt' and generator['hiarm'].endswith('hiarm')
+
+
+def test_num_draws_writes_augmented_draws_a_lifter_trains_from(tiny_pipeline,
+                                                                tmp_path_factory):
+  data_dir = synthetic_tiny(tmp_path_factory)
+  output_dir = tmp_path_factory.mktemp('draws')
+  argv = [f'--hiarm={tiny_pipeline["hiarm"]}', '--dataset=synthetic_poses/tiny',
+          '--split=train', f'--data_dir={data_dir}', f'--output_dir={output_dir}',
+          '--batch_size=16', '--num_draws=2', '--seed=1']
+  _cli(argv)
+  manifest = json.loads((output_dir / 'manifest.json').read_text())
+  assert manifest['draws'] == ['draw-000.npz', 'draw-001.npz']
+  assert manifest['settings']['seed'] == 1 and manifest['settings']['split'] == 'train'
+  rows = drawn_batches.load_draws(output_dir)
+  n = manifest['settings']['num_examples']
+  assert rows['generated_dense_2d'].shape[0] == 2 * n
+  assert not np.array_equal(rows['inputs_2d'][:n], rows['inputs_2d'][n:])
+  with pytest.raises(SystemExit, match='--num_draws must be >= 0'):
+    _cli(argv[:-2] + ['--num_draws=-1'])

@@ -43,9 +43,11 @@ def test_npz_reference_is_the_converted_pose_set(reference):
 @pytest.mark.parametrize('name', sorted(keypoint_files.WRITERS))
 def test_every_format_reads_as_the_npz(tmp_path, reference, name):
   path = keypoint_files.WRITERS[name](tmp_path)
-  assert keypoint_io.detect_format(path) == keypoint_files.FORMAT_OF[name]
-  sequence = keypoint_io.read_keypoints(path, image_size=IMAGE_SIZE)
-  assert sequence.format == keypoint_files.FORMAT_OF[name] and sequence.source == str(path)
+  fmt = keypoint_files.FORMAT_OF[name]
+  assert keypoint_io.detect_format(path) == keypoint_files.DETECTED_AS.get(name, fmt)
+  requested = fmt if name in keypoint_files.DETECTED_AS else None
+  sequence = keypoint_io.read_keypoints(path, image_size=IMAGE_SIZE, format=requested)
+  assert sequence.format == fmt and sequence.source == str(path)
   np.testing.assert_allclose(sequence.keypoints, reference.keypoints, atol=1e-4)
   np.testing.assert_allclose(sequence.confidence, reference.confidence, atol=1e-6)
   np.testing.assert_array_equal(sequence.track, reference.track)
@@ -155,3 +157,90 @@ def test_frame_numbers_from_names(tmp_path):
 def test_image_size_argument_forms(tmp_path, argument):
   sequence = keypoint_io.read_keypoints(keypoint_files.write_coco(tmp_path), image_size=argument)
   np.testing.assert_array_equal(sequence.image_size, np.tile(IMAGE_SIZE, (6, 1)))
+
+
+def test_coco_annotation_format_is_its_own(tmp_path):
+  path = keypoint_files.write_coco_annotations(tmp_path)
+  assert keypoint_io.detect_format(path) == 'coco_annotations'
+  sequence = keypoint_io.read_keypoints(path)  # The sizes come from `images`.
+  assert sequence.format == 'coco_annotations' and sequence.layout == 'coco17'
+  np.testing.assert_array_equal(sequence.image_size, np.tile(IMAGE_SIZE, (6, 1)))
+
+
+# ---- Formats with equal keypoint counts: told apart by anatomy, never guessed.
+
+# Writer of a file in the rival layout -> (format detected by count, format to request).
+EQUAL_COUNT = {'openpose_body25b': ('openpose', 'openpose_body25b'),
+               'npz_coco17': ('npz', 'npz_coco17')}
+
+
+@pytest.mark.parametrize('name', sorted(EQUAL_COUNT))
+def test_rival_layout_is_refused_without_the_flag(tmp_path, reference, name):
+  detected, requested = EQUAL_COUNT[name]
+  path = keypoint_files.WRITERS[name](tmp_path)
+  with pytest.raises(keypoint_io.KeypointFileError) as info:
+    keypoint_io.read_keypoints(path, image_size=IMAGE_SIZE)
+  message = str(info.value)
+  assert message.startswith(f'{path}: keypoint layout: ')
+  assert f'--format={requested} ' in message and f'--format={detected} ' in message
+  assert 'detected by keypoint count' in message
+  sequence = keypoint_io.read_keypoints(path, image_size=IMAGE_SIZE, format=requested)
+  np.testing.assert_allclose(sequence.keypoints, reference.keypoints, atol=1e-4)
+  assert sequence.anatomy_score < 0.2
+
+
+def test_requested_format_that_fits_worse_is_refused(tmp_path):
+  """A BODY_25 folder requested as BODY_25B (the reverse mistake) is refused too, unless
+  the check is switched off."""
+  folder = keypoint_files.write_openpose(tmp_path)
+  with pytest.raises(keypoint_io.KeypointFileError, match=(
+      r'fit openpose_body25 \(format openpose: .*\) better than openpose_body25b '
+      r'\(format openpose_body25b, requested')):
+    keypoint_io.read_keypoints(folder, image_size=IMAGE_SIZE, format='openpose_body25b')
+  forced = keypoint_io.read_keypoints(folder, image_size=IMAGE_SIZE, format='openpose_body25b',
+                                      anatomy_check=False)
+  right = keypoint_io.read_keypoints(folder, image_size=IMAGE_SIZE)
+  assert forced.layout == 'openpose_body25b' and right.layout == 'openpose_body25'
+  assert forced.anatomy_score > right.anatomy_score + keypoint_io.ANATOMY_MARGIN
+
+
+@pytest.mark.parametrize('layout', [skeleton.OPENPOSE_BODY25, keypoint_io.OPENPOSE_BODY25B,
+                                    skeleton.COCO17, keypoint_io.H36M17])
+def test_anatomy_score_prefers_the_right_reading(layout):
+  if layout is keypoint_io.H36M17:
+    xy, scores = skeleton.COCO17.convert(*keypoint_files.coco_pose_set())
+  else:
+    xy, scores = keypoint_files.in_layout(layout)
+  xy, scores = xy.reshape(-1, layout.num_keypoints, 2), scores.reshape(-1, layout.num_keypoints)
+  rivals = [other for other in (skeleton.OPENPOSE_BODY25, keypoint_io.OPENPOSE_BODY25B,
+                                skeleton.COCO17, keypoint_io.H36M17)
+            if other.num_keypoints == layout.num_keypoints and other != layout]
+  right, scored = keypoint_io.anatomy_score(layout, xy, scores)
+  assert scored == len(xy) and right < 0.2
+  for rival in rivals:
+    assert keypoint_io.anatomy_score(rival, xy, scores)[0] > right + 0.15, rival.name
+
+
+def test_anatomy_score_is_scale_free_and_needs_joints():
+  xy, scores = keypoint_files.in_layout(skeleton.COCO17)
+  xy, scores = xy.reshape(-1, 17, 2), scores.reshape(-1, 17)
+  score, _ = keypoint_io.anatomy_score(skeleton.COCO17, xy, scores)
+  assert keypoint_io.anatomy_score(skeleton.COCO17, 3.0 * xy + 7.0, scores)[0] == (
+      pytest.approx(score))
+  few = np.zeros_like(scores)
+  few[:, :7] = 1.0  # Face, shoulders and one elbow: one bone only.
+  assert keypoint_io.anatomy_score(skeleton.COCO17, xy, few) == (pytest.approx(np.nan,
+                                                                               nan_ok=True), 0)
+
+
+def test_too_few_joints_to_judge_reads_by_count(tmp_path):
+  """Only the face is confident: no reading can be scored, the count decides."""
+  xy, scores = keypoint_files.in_layout(keypoint_io.OPENPOSE_BODY25B)
+  scores = scores.copy()
+  scores[..., 5:] = 0.0
+  folder = tmp_path / 'op'
+  folder.mkdir()
+  keypoint_files.write_json(folder / 'a_0_keypoints.json', dict(people=[dict(
+      pose_keypoints_2d=keypoint_files.flat(xy[0, 0], scores[0, 0]))]))
+  sequence = keypoint_io.read_keypoints(folder, image_size=IMAGE_SIZE)
+  assert sequence.layout == 'openpose_body25' and np.isnan(sequence.anatomy_score)

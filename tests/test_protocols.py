@@ -73,7 +73,8 @@ def test_official_joint_subset():
 
 def test_registry_entries():
   assert set(protocols.PROTOCOLS) == {'human36m_p1', 'human36m_p2', 'pw3d', 'pw3d_occ',
-                                      'mpi_inf_3dhp', 'cmu_mocap', 'synthetic'}
+                                      'mpi_inf_3dhp', 'cmu_mocap', 'cmu_multi_subject',
+                                      'synthetic'}
   for name, protocol in protocols.PROTOCOLS.items():
     assert protocol.name == name
     assert protocol.root_index == 0 and protocol.joint_indices == tuple(range(17))

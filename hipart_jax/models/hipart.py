@@ -31,6 +31,7 @@ from hipart_jax.models import decoding
 from hipart_jax.models import hiarm as hiarm_lib
 from hipart_jax.models import lifter as lifter_lib
 from hipart_jax.models import msst as msst_lib
+from hipart_jax.models import simple_baseline
 
 ModelConfig = Mapping[str, Any] | ml_collections.ConfigDict
 
@@ -55,9 +56,20 @@ def build_hiarm(model_config: ModelConfig, hierarchy: skeleton.Hierarchy,
                          dense_vocab_size=msst.dense_codebook_size, **_kwargs(model_config))
 
 
-def build_lifter(model_config: ModelConfig,
-                 hierarchy: skeleton.Hierarchy) -> lifter_lib.Lifter:
-  return lifter_lib.Lifter(hierarchy=hierarchy, **_kwargs(model_config))
+# The lifter networks by `model.architecture`; both take the same inputs and modes.
+LIFTER_ARCHITECTURES = {'transformer': lifter_lib.Lifter,
+                        'simple_baseline': simple_baseline.SimpleBaseline}
+Lifter = lifter_lib.Lifter | simple_baseline.SimpleBaseline
+
+
+def build_lifter(model_config: ModelConfig, hierarchy: skeleton.Hierarchy) -> Lifter:
+  """The lifter of `model_config` ('architecture' defaults to the transformer)."""
+  kwargs = _kwargs(model_config)
+  architecture = kwargs.pop('architecture', 'transformer')
+  if architecture not in LIFTER_ARCHITECTURES:
+    raise ValueError(f'lifter model.architecture={architecture!r}; expected one of '
+                     f'{sorted(LIFTER_ARCHITECTURES)}')
+  return LIFTER_ARCHITECTURES[architecture](hierarchy=hierarchy, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +80,7 @@ class HiPART:
   the ground-truth hierarchy, which inference does not have: `predict` rejects it.
   """
 
-  lifter: lifter_lib.Lifter
+  lifter: Lifter
   msst: msst_lib.MSST | None = None
   hiarm: hiarm_lib.HiARM | None = None
 

@@ -21,8 +21,10 @@ import ml_collections
 import numpy as np
 
 from hipart_jax import checkpoints
+from hipart_jax import drawn_batches
 from hipart_jax import execution
 from hipart_jax import input_pipeline
+from hipart_jax import skeleton
 from hipart_jax.training import run as run_lib
 from hipart_jax.training import stages
 from hipart_jax.training import trainer
@@ -43,13 +45,30 @@ def _make_data(config, train_source, eval_source, hierarchy):
     raise ValueError('pass the hierarchy of the injected sources')
   layout = dict(num_local_devices=jax.local_device_count(),
                 process_index=jax.process_index(), process_count=jax.process_count())
-  train_batches = input_pipeline.TrainBatches(
-      train_source, hierarchy, data, global_batch_size=config.batch_size, seed=config.seed,
-      **layout)
+  if data.get('train_draws'):
+    train_batches = _drawn_batches(data, hierarchy, config, layout)
+  else:
+    train_batches = input_pipeline.TrainBatches(
+        train_source, hierarchy, data, global_batch_size=config.batch_size,
+        seed=config.seed, **layout)
   make_eval_batches = functools.partial(
       input_pipeline.eval_batches, eval_source, hierarchy, data,
       global_batch_size=config.eval_batch_size, **layout)
   return train_batches, make_eval_batches, hierarchy
+
+
+def _drawn_batches(data, hierarchy, config, layout):
+  """`drawn_batches.DrawnBatches` of `data.train_draws`, checked against the dataset."""
+  settings = drawn_batches.read_manifest(data.train_draws)['settings']
+  if settings['dataset'] != data.name or settings['split'] != data.train_split:
+    raise ValueError(f'{data.train_draws}: draws of {settings["dataset"]} split '
+                     f'{settings["split"]!r}, but the config trains on {data.name} split '
+                     f'{data.train_split!r}')
+  if skeleton.Hierarchy.from_json(settings['hierarchy']) != hierarchy:
+    raise ValueError(f'{data.train_draws}: drawn with another hierarchy than the dataset\'s')
+  return drawn_batches.DrawnBatches(drawn_batches.load_draws(data.train_draws),
+                                    global_batch_size=config.batch_size,
+                                    seed=config.seed, **layout)
 
 
 def make_meta(config: ml_collections.ConfigDict, hierarchy: Any,

@@ -32,7 +32,6 @@ from hipart_jax.models import msst as msst_lib
 from hipart_jax.training import trainer
 
 
-
 def pixel_and_mm_errors(pred: jnp.ndarray, batch: Mapping[str, jnp.ndarray],
                         level: str) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Mean 2D point error of one level in pixels and in millimeter-equivalent.
@@ -213,6 +212,8 @@ class LifterStage:
       return None
     if self.mode == 'oracle':
       return {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
+    if 'generated_sparse_2d' in batch:  # Stored draws (`augmented_draws`).
+      return {level: batch[f'generated_{level}_2d'] for level in skeleton.LEVELS}
     generated = hipart.generate_hierarchy(self.msst, self.hiarm, collections,
                                           batch['inputs_2d'], batch['inputs_confidence'],
                                           rng, temperature=self.temperature)

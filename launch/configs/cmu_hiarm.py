@@ -1,4 +1,4 @@
-"""Stage 2 (HiARM) on the shared CMU mocap clips, paper-scale model.
+"""Stage 2 (HiARM) on the CMU mocap clips, paper-scale model.
 
   python -m launch.train --config=launch/configs/cmu_hiarm.py --workdir=/runs/cmu/hiarm \
       --config.init_from.msst=/runs/cmu/msst
@@ -17,8 +17,7 @@ from launch.configs import cmu_msst
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ordering, tiny = base.parse_variant(arg, orderings.ORDERING_NAMES, 'hierarchical')
-  config = base.stage_config('hiarm', dataset=cmu_msst.DATASET,
-                             input_source=cmu_msst.INPUT_SOURCE, schedule='cmu',
-                             model=base.hiarm_model('paper', ordering),
-                             loss=base.hiarm_loss(label_smoothing=0.1))
+  config = cmu_msst.cmu_stage_config('hiarm', schedule='cmu',
+                                     model=base.hiarm_model('paper', ordering),
+                                     loss=base.hiarm_loss(label_smoothing=0.1))
   return base.make_tiny(config) if tiny else config

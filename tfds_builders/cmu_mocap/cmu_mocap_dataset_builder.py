@@ -11,8 +11,8 @@ source 'gt' is the projected sparse pose with confidence 1.
 
 Clips are named by their CMU id, '<subject>_<trial>' for ASF/AMC files
 (`<manual_dir>/asf_amc/<subject>/<subject>.asf` and `.../<subject>_<trial>.amc`) and
-'bvh:<name>' for `<manual_dir>/bvh/<name>.bvh`. See README.md for the joint mapping,
-action labels and splits.
+'bvh:<name>' for `<manual_dir>/bvh/<name>.bvh` (any of the three public BVH dialects,
+`bvh_dialects`). See README.md for the joint mapping, action labels and splits.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from tfds_builders import virtual_cameras
 
 from . import asf_amc
 from . import bvh
+from . import bvh_dialects
 from . import h36m_map
+from . import multi_subject
 
 INPUT_SOURCES = ('gt',)
 DENSE_SOURCE = 'markers'
@@ -65,14 +67,21 @@ class CmuMocapConfig(tfds.core.BuilderConfig):
   """Which clips go where, and how they are sampled and filmed.
 
   Attributes:
-    train_clips, test_clips: clip ids ('01_01', or 'bvh:131_01' for a BVH file).
+    train_clips, validation_clips, test_clips: clip ids ('01_01', or 'bvh:131_01' for a
+      BVH file); a 'validation' split exists only when `validation_clips` is non-empty.
+    actions: the action vocabulary (the `action` ClassLabel names).
     clip_actions: (clip, action) pairs overriding `CLIP_ACTIONS`; every clip needs an
-      action from `ACTIONS`.
+      action from `actions`.
     frame_stride: keep every `frame_stride`-th frame (CMU clips run at 120 fps).
     num_cameras: virtual cameras per clip.
     seed: the root of the camera randomness (cameras of a clip depend on seed + clip).
     asf_meters_per_unit: ASF/AMC length scale; None: from the ASF `:units length`.
-    bvh_meters_per_unit: BVH length scale (CMU conversions keep the ASF unit).
+    bvh_meters_per_unit: BVH length scale for every BVH clip; None: inferred per file
+      from the rest leg length (`h36m_map.infer_meters_per_unit`).
+    clip_meters_per_unit: (clip, meters per file unit) pairs overriding both of the above.
+    bvh_restore_back: regrow the back bone that the CMU-unit BVH conversions drop, so
+      their neck, head and arms sit where the ASF skeleton has them
+      (`bvh_dialects`); `shared_clips` keeps its skeletons as filed.
     reference_leg_length: thigh + shin length (m) of the body the marker radii of
       `markers.h36m_bone_radii` describe (Human3.6M mean); radii scale with the
       subject's leg length relative to it.
@@ -85,25 +94,40 @@ class CmuMocapConfig(tfds.core.BuilderConfig):
 
   train_clips: tuple[str, ...] = ()
   test_clips: tuple[str, ...] = ()
+  validation_clips: tuple[str, ...] = ()
+  actions: tuple[str, ...] = ACTIONS
   clip_actions: tuple[tuple[str, str], ...] = ()
   frame_stride: int = 8
   num_cameras: int = 4
   seed: int = 0
   asf_meters_per_unit: float | None = None
-  bvh_meters_per_unit: float = CMU_METERS_PER_UNIT
+  bvh_meters_per_unit: float | None = None
+  clip_meters_per_unit: tuple[tuple[str, float], ...] = ()
+  bvh_restore_back: bool = True
   reference_leg_length: float = 0.904
   extra_points: bool = False
   download: bool = False
 
   def splits(self) -> dict[str, tuple[str, ...]]:
-    return {'train': tuple(self.train_clips), 'test': tuple(self.test_clips)}
+    splits = {'train': tuple(self.train_clips), 'test': tuple(self.test_clips)}
+    if self.validation_clips:
+      splits['validation'] = tuple(self.validation_clips)
+    return splits
 
   def action(self, clip: str) -> str:
     action = dict(self.clip_actions).get(clip, CLIP_ACTIONS.get(clip))
-    if action not in ACTIONS:
+    if action not in self.actions:
       raise ValueError(f'clip {clip}: no action label (got {action!r}); give one in '
-                       f'clip_actions, one of {ACTIONS}')
+                       f'clip_actions, one of {self.actions}')
     return action
+
+  def meters_per_unit(self, clip: str) -> float | None:
+    """The clip's length scale; None: the format's default (ASF units, BVH inferred)."""
+    overrides = dict(self.clip_meters_per_unit)
+    if clip in overrides:
+      return overrides[clip]
+    file_format, _, _ = parse_clip(clip)
+    return self.bvh_meters_per_unit if file_format == 'bvh' else self.asf_meters_per_unit
 
 
 SHARED_CLIPS = CmuMocapConfig(
@@ -113,11 +137,25 @@ SHARED_CLIPS = CmuMocapConfig(
     'frame (15 fps), 4 virtual cameras per clip.',
     train_clips=tuple(f'01_{trial:02d}' for trial in range(1, 11)),
     test_clips=('01_11', '01_12', 'bvh:131_01'),
+    bvh_restore_back=False,
 )
 SHARED_CLIPS_EXTRA = dataclasses.replace(
     SHARED_CLIPS, name='shared_clips_extra', extra_points=True,
     description=SHARED_CLIPS.description + ' The hierarchy adds the real CMU toe, hand, '
     'finger-tip, thumb-tip and mid-neck points as dense points (48 + 11 dense, 96 fine).')
+MULTI_SUBJECT = CmuMocapConfig(
+    name='multi_subject',
+    description='13 CMU subjects in all three BVH dialects and ASF/AMC, subject-disjoint: '
+    'train 01 (ASF/AMC), 02, 03, 05, 07, 10, 11, 12, 131; validation 08, 14; test 06 '
+    '(basketball), 09 (run), 13 (everyday). Coarse action labels. Every 4th frame '
+    '(30 fps), 4 virtual cameras per clip.',
+    train_clips=multi_subject.TRAIN_CLIPS,
+    validation_clips=multi_subject.VALIDATION_CLIPS,
+    test_clips=multi_subject.TEST_CLIPS,
+    actions=multi_subject.ACTIONS,
+    clip_actions=tuple(multi_subject.CLIP_ACTIONS.items()),
+    frame_stride=4,
+)
 
 
 def hierarchy(config: CmuMocapConfig) -> skeleton.Hierarchy:
@@ -176,21 +214,51 @@ def _leg_length(rest_joints: np.ndarray) -> float:
   return total / 2
 
 
+def load_bvh(path: pathlib.Path, meters_per_unit: float | None = None,
+             restore: bool = False) -> tuple[bvh.BvhSkeleton, bvh.BvhMotion, str, float]:
+  """Reads a BVH file, detects its dialect and its unit, adds the dialect's sites and,
+  if `restore`, regrows its dropped back bone (`h36m_map.restore_back`).
+
+  Returns:
+    (hierarchy with virtual sites, motion without the dialect's lead-in rest frames,
+    dialect, meters per file unit); the unit is `meters_per_unit` when given, else
+    inferred from the rest leg length.
+  """
+  hierarchy_, motion = bvh.read_bvh(path)
+  dialect = h36m_map.detect_bvh_dialect(hierarchy_.names, str(path))
+  lead_in = bvh_dialects.DIALECTS[dialect]['lead_in_frames']
+  if motion.num_frames <= lead_in:
+    raise ValueError(f'{path}: MOTION: {motion.num_frames} frames, expected more than the '
+                     f'{lead_in} lead-in rest frame(s) of the {dialect!r} dialect')
+  motion = bvh.BvhMotion(motion.frame_time, motion.values[lead_in:])
+  leg_length = h36m_map.bvh_leg_length(hierarchy_, dialect)
+  if meters_per_unit is None:
+    meters_per_unit = h36m_map.infer_meters_per_unit(leg_length, str(path))
+  hierarchy_ = h36m_map.with_sites(hierarchy_, dialect, leg_length)
+  if restore:
+    hierarchy_ = h36m_map.restore_back(hierarchy_, dialect)
+  return hierarchy_, motion, dialect, meters_per_unit
+
+
 def load_clip(files: Mapping[str, pathlib.Path], frame_stride: int,
               asf_meters_per_unit: float | None = None,
-              bvh_meters_per_unit: float = CMU_METERS_PER_UNIT) -> ClipPoses:
+              bvh_meters_per_unit: float | None = None,
+              bvh_restore_back: bool = True) -> ClipPoses:
   """Reads a clip ({'asf', 'amc'} or {'bvh'} paths) and samples every `frame_stride`-th
-  frame into Human3.6M joints and bone frames in the z-up world."""
+  frame into Human3.6M joints and bone frames in the z-up world (BVH: any dialect of
+  `bvh_dialects`; `bvh_meters_per_unit` None infers the unit; `bvh_restore_back`
+  regrows the back bone the CMU-unit conversions drop)."""
   if frame_stride < 1:
     raise ValueError(f'frame_stride must be >= 1, got {frame_stride}')
   if 'bvh' in files:
-    hierarchy_, motion = bvh.read_bvh(files['bvh'])
+    hierarchy_, motion, dialect, scale = load_bvh(files['bvh'], bvh_meters_per_unit,
+                                                  bvh_restore_back)
     frames = np.arange(0, motion.num_frames, frame_stride)
     motion = bvh.BvhMotion(motion.frame_time, motion.values[frames])
-    segments = h36m_map.bvh_segments(
-        bvh.forward_kinematics(hierarchy_, motion, bvh_meters_per_unit))
-    rest = h36m_map.bvh_rest_segments(hierarchy_, bvh_meters_per_unit)
-    joint_map, file_format = h36m_map.BVH_TO_H36M, 'bvh'
+    segments = h36m_map.bvh_segments(bvh.forward_kinematics(hierarchy_, motion, scale))
+    rest = h36m_map.bvh_rest_segments(hierarchy_, scale)
+    joint_map = h36m_map.bvh_joint_map(dialect, bvh_restore_back)
+    extra_points = h36m_map.dialect_extra_points(dialect)
   else:
     asf = asf_amc.read_asf(files['asf'])
     motion = asf_amc.read_amc(files['amc'], asf)
@@ -201,11 +269,12 @@ def load_clip(files: Mapping[str, pathlib.Path], frame_stride: int,
     segments = h36m_map.asf_segments(
         asf_amc.forward_kinematics(asf, motion, asf_meters_per_unit))
     rest = h36m_map.asf_rest_segments(asf, asf_meters_per_unit)
-    joint_map, file_format = h36m_map.ASF_TO_H36M, 'asf'
+    joint_map = h36m_map.ASF_TO_H36M
+    extra_points = tuple(point.asf for point in h36m_map.EXTRA_POINTS)
   joints = h36m_map.h36m_joints(segments, joint_map)
   bone_frames = h36m_map.h36m_bone_frames(segments, rest, joint_map)
   to_world = h36m_map.Y_UP_TO_Z_UP
-  extra_points = h36m_map.extra_points_positions(segments, file_format)
+  extra_points = h36m_map.points_on_segments(segments, extra_points)
   return ClipPoses(frames=frames, joints=joints @ to_world.T,
                    bone_frames=to_world @ bone_frames,
                    extra_points=extra_points @ to_world.T,
@@ -223,8 +292,9 @@ def generate_clip_examples(config: CmuMocapConfig, clip: str,
   levels = hierarchy(config)
   action = config.action(clip)
   _, subject, name = parse_clip(clip)
-  poses = load_clip(files, config.frame_stride, config.asf_meters_per_unit,
-                    config.bvh_meters_per_unit)
+  scale = config.meters_per_unit(clip)
+  poses = load_clip(files, config.frame_stride, asf_meters_per_unit=scale,
+                    bvh_meters_per_unit=scale, bvh_restore_back=config.bvh_restore_back)
   layout = markers.make_marker_layout(
       skeleton.default_hierarchy(),
       markers.h36m_bone_radii(poses.leg_length / config.reference_leg_length))
@@ -251,7 +321,7 @@ def generate_clip_examples(config: CmuMocapConfig, clip: str,
           sparse_2d=pix['sparse'][t], dense_2d=pix['dense'][t], fine_2d=pix['fine'][t],
           sparse_3d=cam['sparse'][t], dense_3d=cam['dense'][t], fine_3d=cam['fine'][t],
           num_dense=levels.num_dense, num_fine=levels.num_fine,
-          input_sources=INPUT_SOURCES, action_names=ACTIONS)
+          input_sources=INPUT_SOURCES, action_names=config.actions)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -259,7 +329,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  BUILDER_CONFIGS = [SHARED_CLIPS, SHARED_CLIPS_EXTRA]
+  BUILDER_CONFIGS = [SHARED_CLIPS, SHARED_CLIPS_EXTRA, MULTI_SUBJECT]
   DEFAULT_BUILDER_CONFIG_NAME = 'shared_clips'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Put CMU Graphics Lab motion capture files (mocap.cs.cmu.edu) in manual_dir:
@@ -277,10 +347,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       self.info.set_file_format('array_record', override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    levels = hierarchy(self.builder_config)
+    config = self.builder_config
+    levels = hierarchy(config)
     return self.dataset_info_from_configs(
-        features=pose_features.pose_features(ACTIONS, INPUT_SOURCES, levels.num_dense,
-                                             levels.num_fine),
+        features=pose_features.pose_features(config.actions, INPUT_SOURCES,
+                                             levels.num_dense, levels.num_fine),
         metadata=pose_features.hierarchy_metadata(levels, DENSE_SOURCE, INPUT_SOURCES),
         homepage='http://mocap.cs.cmu.edu',
         citation='The data used in this project was obtained from mocap.cs.cmu.edu. The '

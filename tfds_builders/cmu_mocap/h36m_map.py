@@ -25,6 +25,7 @@ from hipart_jax import skeleton
 
 from . import asf_amc
 from . import bvh
+from . import bvh_dialects
 
 # CMU files are y-up and subjects face +z in the rest pose.
 CMU_UP = (0.0, 1.0, 0.0)
@@ -130,28 +131,17 @@ ASF_TO_H36M = _joint_map('cmu_asf', {
     'r_wrist': ('rwrist', 0.0, 'rradius'),
 })
 
-# The CMU BVH conversion of the shared data (joint names checked on 131_01.bvh): BVH
-# segment j runs from parent(j) to joint j, so fraction 1 is joint j itself. Its back
-# has two bones (lowerback → Chest → Chest2) where the ASF has three.
-BVH_TO_H36M = _joint_map('cmu_bvh', {
-    'pelvis': ('Hips', 1.0, 'Hips'),
-    'r_hip': ('RightHip', 1.0, 'RightHip'),
-    'r_knee': ('RightKnee', 1.0, 'RightKnee'),
-    'r_ankle': ('RightAnkle', 1.0, 'RightAnkle'),
-    'l_hip': ('LeftHip', 1.0, 'LeftHip'),
-    'l_knee': ('LeftKnee', 1.0, 'LeftKnee'),
-    'l_ankle': ('LeftAnkle', 1.0, 'LeftAnkle'),
-    'spine': ('Chest', 1.0, 'Chest'),
-    'thorax': ('Chest2', 1.0, 'Chest2'),
-    'neck_nose': ('Head', 1.0, 'Neck'),
-    'head': ('Head_end', 1.0, 'Head_end'),
-    'l_shoulder': ('LeftShoulder', 1.0, 'LeftShoulder'),
-    'l_elbow': ('LeftElbow', 1.0, 'LeftElbow'),
-    'l_wrist': ('LeftWrist', 1.0, 'LeftWrist'),
-    'r_shoulder': ('RightShoulder', 1.0, 'RightShoulder'),
-    'r_elbow': ('RightElbow', 1.0, 'RightElbow'),
-    'r_wrist': ('RightWrist', 1.0, 'RightWrist'),
-})
+
+
+def bvh_joint_map(dialect: str, restored: bool = False) -> JointMap:
+  """The map of a `bvh_dialects` dialect, on its skeleton as filed or restored."""
+  table = bvh_dialects.DIALECTS[dialect]
+  joints = {**table['joints'], **(table['restore']['joints'] if restored else {})}
+  return _joint_map(f'cmu_bvh_{dialect}' + ('_restored' if restored else ''), joints)
+
+
+# The 3ds-Max conversion of 131_01, as filed.
+BVH_TO_H36M = dataclasses.replace(bvh_joint_map('3ds_max'), name='cmu_bvh')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,3 +276,107 @@ def bvh_rest_segments(hierarchy: bvh.BvhSkeleton, meters_per_unit: float) -> Seg
   """The BVH skeleton with every channel zero (one frame)."""
   motion = bvh.BvhMotion(frame_time=1.0, values=np.zeros((1, hierarchy.num_channels)))
   return bvh_segments(bvh.forward_kinematics(hierarchy, motion, meters_per_unit))
+
+
+# ------------------------------------------------------------------------- BVH dialects
+
+
+def dialect_extra_points(dialect: str) -> tuple[tuple[str, float], ...]:
+  """(segment, fraction) per `EXTRA_POINTS` entry (in its order) on a BVH dialect."""
+  table = bvh_dialects.DIALECTS[dialect]['extra_points']
+  return tuple(table[point.name] for point in EXTRA_POINTS)
+
+
+def _dialect_joints(dialect: str) -> set[str]:
+  """The file joints (End Sites included) a dialect's maps read; virtual sites excluded."""
+  table = bvh_dialects.DIALECTS[dialect]
+  names = {name for segment, _, driver in table['joints'].values() for name in (segment, driver)}
+  names |= {segment for segment, _ in table['extra_points'].values()}
+  names |= {parent for parent, _ in table['sites'].values()}
+  names |= {name for pair in table['restore']['offsets'].items() for name in pair}
+  names |= {name for segment, _, driver in table['restore']['joints'].values()
+            for name in (segment, driver)}
+  return names - set(table['sites'])
+
+
+def detect_bvh_dialect(names, source: str = 'BVH') -> str:
+  """The dialect whose joints all appear in `names` (a HIERARCHY's joint names).
+
+  Raises:
+    ValueError: naming `source`, the best guess (most joints found) and its joints that
+      the file lacks, if no dialect matches.
+  """
+  present = set(names)
+  missing = {dialect: sorted(_dialect_joints(dialect) - present)
+             for dialect in bvh_dialects.DIALECTS}
+  best = min(missing, key=lambda d: len(missing[d]) / len(_dialect_joints(d)))
+  if missing[best]:
+    raise ValueError(f'{source}: unknown BVH skeleton; best guess the {best!r} dialect '
+                     f'({bvh_dialects.DIALECTS.keys()}), but these joints could not be '
+                     f'mapped (not in HIERARCHY): {missing[best]}')
+  return best
+
+
+_LEG_JOINTS = ('l_hip', 'l_knee', 'l_ankle', 'r_hip', 'r_knee', 'r_ankle')
+
+
+def bvh_leg_length(hierarchy: bvh.BvhSkeleton, dialect: str) -> float:
+  """Mean rest-pose thigh + shin length, in file units."""
+  joints = bvh_dialects.DIALECTS[dialect]['joints']
+  rest = bvh_rest_segments(hierarchy, 1.0)
+  points = points_on_segments(rest, [joints[j][:2] for j in _LEG_JOINTS])[0].reshape(2, 3, 3)
+  bones = np.linalg.norm(np.diff(points, axis=1), axis=-1)  # [side, thigh / shin]
+  return float(bones.sum(axis=1).mean())
+
+
+def infer_meters_per_unit(leg_length: float, source: str = 'BVH') -> float:
+  """The circulating unit (`bvh_dialects.UNITS`) that makes the leg length human.
+
+  Args:
+    leg_length: rest-pose thigh + shin, file units.
+    source: the file, for the error message.
+  Raises:
+    ValueError: if no unit gives a leg length in `bvh_dialects.LEG_LENGTH_RANGE`.
+  """
+  low, high = bvh_dialects.LEG_LENGTH_RANGE
+  middle = np.sqrt(low * high)
+  scale = min(bvh_dialects.UNITS.values(),
+              key=lambda unit: abs(np.log(max(leg_length * unit, 1e-12) / middle)))
+  if not low <= leg_length * scale <= high:
+    raise ValueError(f'{source}: leg length (thigh + shin) {leg_length:g} file units is '
+                     f'not human in any unit of {bvh_dialects.UNITS} (expected '
+                     f'{low}-{high} m); set the clip\'s meters_per_unit')
+  return scale
+
+
+def with_sites(hierarchy: bvh.BvhSkeleton, dialect: str, leg_length: float
+               ) -> bvh.BvhSkeleton:
+  """`hierarchy` plus the dialect's virtual End Sites (appended rows, no channels).
+
+  Args:
+    hierarchy: the file's HIERARCHY.
+    dialect: a `bvh_dialects.DIALECTS` key.
+    leg_length: the rest leg length in file units (site offsets are in leg lengths).
+  """
+  sites = bvh_dialects.DIALECTS[dialect]['sites']
+  if not sites:
+    return hierarchy
+  parents = tuple(hierarchy.names.index(parent) for parent, _ in sites.values())
+  offsets = np.array([offset for _, offset in sites.values()], np.float64) * leg_length
+  return bvh.BvhSkeleton(names=hierarchy.names + tuple(sites),
+                         parents=hierarchy.parents + parents,
+                         offsets=np.concatenate([hierarchy.offsets, offsets]),
+                         channels=hierarchy.channels + ((),) * len(sites))
+
+
+def restore_back(hierarchy: bvh.BvhSkeleton, dialect: str) -> bvh.BvhSkeleton:
+  """`hierarchy` with the dialect's dropped back bone regrown (`bvh_dialects` 'restore').
+
+  Only zero offsets are replaced, so a file that has the bone keeps its own.
+  """
+  offsets = hierarchy.offsets.copy()
+  for joint, source in bvh_dialects.DIALECTS[dialect]['restore']['offsets'].items():
+    row = hierarchy.names.index(joint)
+    if not np.any(offsets[row]):
+      offsets[row] = offsets[hierarchy.names.index(source)]
+  return dataclasses.replace(hierarchy, offsets=offsets)

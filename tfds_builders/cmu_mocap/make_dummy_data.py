@@ -2,7 +2,9 @@ r"""Writes `dummy_data/`: tiny fake CMU-style ASF/AMC and BVH files for the buil
 
 The files follow the real formats and the CMU bone / joint names (which the Human3.6M
 mapping needs), but every number is invented here: a stick figure of made-up
-proportions and small random joint angles. No CMU data is copied.
+proportions and small random joint angles. No CMU data is copied. One BVH file per
+dialect of `bvh_dialects`: 131_01 (3ds-Max, CMU units), 02_01 (MotionBuilder, CMU units,
+a T-pose lead-in frame, no thorax bone) and 10_04 (Daz, centimetres, Z X Y channels).
 
   python tfds_builders/cmu_mocap/make_dummy_data.py
 """
@@ -18,6 +20,8 @@ SEED = 0
 NUM_FRAMES = 9
 AMC_CLIPS = tuple(f'01_{trial:02d}' for trial in range(1, 13))
 BVH_CLIPS = ('131_01',)
+MOTIONBUILDER_CLIP = '02_01'
+DAZ_CLIP = '10_04'
 # Random joint angles are drawn uniformly from ±MAX_ANGLE degrees.
 MAX_ANGLE = 15.0
 
@@ -96,6 +100,63 @@ def _bvh_tree():
           (left_leg, right_leg, back))
 
 
+def _motionbuilder_arm(side: str, sign: float):
+  """Shoulder (zero offset) → arm → forearm → hand → finger base → index, and a thumb."""
+  index = _chain([(f'{side}HandIndex1', (sign * 0.7, 0, 0)), ('', (sign * 0.5, 0, 0))], _LEG)
+  fingers = (f'{side}FingerBase', (0, 0, 0), _LEG, (index,))
+  thumb = _chain([(f'{side[0]}Thumb', (0, 0, 0)), ('', (sign * 0.5, 0, 0.5))], _LEG)
+  hand = (f'{side}Hand', (sign * 3.4, 0, 0), _LEG, (fingers, thumb))
+  forearm = (f'{side}ForeArm', (sign * 5.0, 0, 0), _LEG, (hand,))
+  arm = (f'{side}Arm', (sign * 3.2, 1.3, -0.3), _LEG, (forearm,))
+  return (f'{side}Shoulder', (0, 0, 0), _LEG, (arm,))
+
+
+def motionbuilder_tree():
+  """MotionBuilder-friendly names, T-pose, CMU units; the neck starts at Spine1."""
+  legs = [_chain([(f'{s[0]}HipJoint', (0, 0, 0)), (f'{s}UpLeg', (g * 1.3, -1.8, 0.8)),
+                  (f'{s}Leg', (g * 2.5, -6.9, 0)), (f'{s}Foot', (g * 2.5, -7.0, 0)),
+                  (f'{s}ToeBase', (g * 0.2, -0.4, 2.3)), ('', (0, 0, 1.2))], _LEG)
+          for s, g in (('Left', 1.0), ('Right', -1.0))]
+  head = _chain([('Neck', (0, 0, 0)), ('Neck1', (0, 1.7, 0.2)), ('Head', (0.1, 1.8, -0.1)),
+                 ('', (0, 1.8, 0))], _LEG)
+  spine1 = ('Spine1', (0.05, 2.0, 0), _LEG,
+            (head, _motionbuilder_arm('Left', 1.0), _motionbuilder_arm('Right', -1.0)))
+  back = ('LowerBack', (0, 0, 0), _LEG, (('Spine', (0, 2.0, -0.2), _LEG, (spine1,)),))
+  return ('Hips', (0, 0, 0), 'Xposition Yposition Zposition ' + _LEG, (*legs, back))
+
+
+_DAZ = 'Zrotation Xrotation Yrotation'
+
+
+def _daz_arm(side: str, sign: float):
+  """Collar → shoulder → forearm → hand, with a thumb and a middle finger (cm)."""
+  thumb = _chain([(f'{side}Thumb1', (sign * 1.2, -0.5, 3.4)),
+                  (f'{side}Thumb2', (sign * 3.4, -0.5, 3.4)), ('', (sign * 1.8, -1.2, 1.4))],
+                 _DAZ)
+  middle = _chain([(f'{side}Mid1', (sign * 8.0, 1.0, 3.0)), (f'{side}Mid2', (sign * 3.0, -0.6, 1.0)),
+                   ('', (sign * 2.5, -0.3, 0.8))], _DAZ)
+  hand = (f'{side}Hand', (sign * 22.0, 0.8, 7.0), _DAZ, (thumb, middle))
+  forearm = (f'{side}ForeArm', (sign * 28.0, -1.7, 0.5), _DAZ, (hand,))
+  shoulder = (f'{side}Shldr', (sign * 9.0, -2.0, 1.5), _DAZ, (forearm,))
+  return (f'{side}Collar', (sign * 2.7, 19.0, -4.9), _DAZ, (shoulder,))
+
+
+def daz_tree():
+  """Daz-friendly names, T-pose, centimetres, Z X Y channels."""
+  legs = [_chain([(f'{s}Buttock', (g * 8.8, 4.4, 1.2)), (f'{s}Thigh', (0, -1.7, -2.2)),
+                  (f'{s}Shin', (0, -38.0, 0.7)), (f'{s}Foot', (g * 0.7, -44.0, -5.1)),
+                  ('', (g * 1.1, -3.7, 12.0))], _DAZ)
+          for s, g in (('l', 1.0), ('r', -1.0))]
+  eyes = [_chain([(f'{name}Eye', (g * 3.8, 8.0, 8.0)), ('', (1, 0, 0))], _DAZ)
+          for name, g in (('left', 1.0), ('right', -1.0))]
+  head = ('head', (-0.2, 7.0, 1.2), _DAZ, tuple(eyes))
+  chest = ('chest', (0, 11.7, -0.5), _DAZ, (('neck', (0, 22.0, -2.2), _DAZ, (head,)),
+                                            _daz_arm('r', -1.0), _daz_arm('l', 1.0)))
+  abdomen = ('abdomen', (0, 20.7, -0.7), _DAZ, (chest,))
+  return ('hip', (0, 0, 0), 'Xposition Yposition Zposition Zrotation Yrotation Xrotation',
+          (abdomen, *legs))
+
+
 def _fmt(values) -> str:
   return ' '.join(f'{v:g}' for v in values)
 
@@ -140,7 +201,14 @@ def amc_text(rng: np.random.Generator) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def bvh_text(rng: np.random.Generator) -> str:
+def bvh_text(rng: np.random.Generator, tree=None, root_height: float = 17.0,
+             lead_in_rest: bool = False) -> str:
+  """A BVH file of `tree` (default: the 3ds-Max one) with random angles per frame.
+
+  `lead_in_rest` writes a first frame of zero rotations (the T-pose lead-in frame of the
+  MotionBuilder conversions) before the NUM_FRAMES motion frames.
+  """
+  tree = _bvh_tree() if tree is None else tree
   lines = ['HIERARCHY']
   num_channels = 0
 
@@ -159,11 +227,13 @@ def bvh_text(rng: np.random.Generator) -> str:
       write(child, depth + 1, False)
     lines.append(pad + '}')
 
-  write(_bvh_tree(), 0, True)
-  lines += ['MOTION', f'Frames: {NUM_FRAMES}', 'Frame Time: .0083333']
+  write(tree, 0, True)
+  lines += ['MOTION', f'Frames: {NUM_FRAMES + int(lead_in_rest)}', 'Frame Time: .0083333']
+  if lead_in_rest:
+    lines.append(_fmt(np.concatenate([[0.0, root_height, 0.0], np.zeros(num_channels - 3)])))
   for frame in range(NUM_FRAMES):
     values = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=num_channels)
-    values[:3] = [2.0 + 0.1 * frame, 17.0, -3.0]
+    values[:3] = [2.0 + 0.1 * frame, root_height, -3.0]
     lines.append(_fmt(np.round(values, 2)))
   return '\n'.join(lines) + '\n'
 
@@ -179,6 +249,10 @@ def main() -> None:
     (asf_dir / f'{clip}.amc').write_text(amc_text(rng))
   for clip in BVH_CLIPS:
     (bvh_dir / f'{clip}.bvh').write_text(bvh_text(rng))
+  # Drawn after the files above, so those stay as they were.
+  (bvh_dir / f'{MOTIONBUILDER_CLIP}.bvh').write_text(
+      bvh_text(rng, motionbuilder_tree(), lead_in_rest=True))
+  (bvh_dir / f'{DAZ_CLIP}.bvh').write_text(bvh_text(rng, daz_tree(), root_height=95.0))
 
 
 if __name__ == '__main__':

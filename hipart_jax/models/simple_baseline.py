@@ -1,0 +1,97 @@
+"""The SimpleBaseline lifter (Martinez et al., ICCV 2017): a residual MLP, 2D → 3D.
+
+The field's classic lifting baseline (mmpose ships it as SimpleBaseline3D): the 2D
+points are flattened into one vector, mapped to `width` channels, passed through
+residual blocks of two (linear, norm, ReLU, dropout) layers each, and read out as the
+17 root-relative 3D joints. Input modes are the transformer lifter's (`lifter.py`):
+'sparse' reads the 17 input joints and their confidence; 'hierarchical' and 'oracle'
+append a hierarchy's 2D points (generated or ground truth) to the same vector, so the
+same network measures what the hierarchy adds.
+
+The norm is LayerNorm rather than the paper's BatchNorm: it has no batch statistics to
+carry through the trainer, and behaves the same in training and evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hipart_jax import skeleton
+from hipart_jax.models import lifter as lifter_lib
+
+
+class ResidualBlock(nn.Module):
+  """x + [linear → norm → ReLU → dropout] × 2, at constant width."""
+
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    # x: [B, C]
+    y = x
+    for _ in range(2):
+      y = nn.Dense(x.shape[-1])(y)
+      y = nn.LayerNorm()(y)
+      y = nn.relu(y)
+      y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    return x + y
+
+
+class SimpleBaseline(nn.Module):
+  """2D points → root-relative 3D pose (meters), the Martinez et al. MLP.
+
+  Attributes:
+    hierarchy: the point hierarchy (sizes of the levels read in the non-sparse modes).
+    mode: one of `lifter.LIFTER_MODES`.
+    width: channels of every hidden layer (1024 in the paper).
+    num_blocks: residual blocks (2 in the paper).
+    dropout: dropout rate inside the blocks (0.5 in the paper).
+  """
+
+  hierarchy: skeleton.Hierarchy
+  mode: str = 'sparse'
+  width: int = 1024
+  num_blocks: int = 2
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray,
+               hierarchy_2d: Mapping[str, jnp.ndarray] | None = None, *,
+               train: bool = False) -> jnp.ndarray:
+    """Lifts one batch; the arguments are those of `lifter.Lifter.__call__`.
+
+    Args:
+      inputs_2d: [B, 17, 2] input joints in the model frame.
+      inputs_confidence: [B, 17] confidence (0 = missing).
+      hierarchy_2d: for 'hierarchical'/'oracle': {'sparse': [B, S, 2], 'dense': [B, D, 2],
+        'fine': [B, F, 2]} in the same frame; ignored for 'sparse'.
+      train: enables dropout.
+    Returns:
+      [B, 17, 3] root-relative 3D joints, meters (joint 0 is exactly zero).
+    """
+    if self.mode not in lifter_lib.LIFTER_MODES:
+      raise ValueError(f'SimpleBaseline.mode={self.mode!r}; expected one of '
+                       f'{lifter_lib.LIFTER_MODES}')
+    batch = inputs_2d.shape[0]
+    chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
+    chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
+    features = [inputs_2d.reshape(batch, -1), inputs_confidence]
+    if self.mode != 'sparse':
+      if hierarchy_2d is None:
+        raise ValueError(f'SimpleBaseline(mode={self.mode!r}) needs hierarchy_2d')
+      h = self.hierarchy
+      for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
+        chex.assert_shape(hierarchy_2d[level], (batch, size, 2))
+        features.append(hierarchy_2d[level].reshape(batch, -1))
+    x = jnp.concatenate(features, axis=-1)  # [B, 17 * 3 (+ 2 * (S + D + F))]
+    x = nn.Dense(self.width, name='embedding')(x)
+    x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    for i in range(self.num_blocks):
+      x = ResidualBlock(self.dropout, name=f'block_{i}')(x, train=train)
+    pose = nn.Dense(skeleton.NUM_JOINTS * 3, name='head')(x).reshape(batch, -1, 3)
+    return pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]

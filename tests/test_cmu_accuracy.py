@@ -1,0 +1,123 @@
+"""The CMU benchmark's pieces: run configs, seed statistics, targets, custom clip lists.
+
+The whole path (build, train, draws, evaluate, report) runs in
+tests/test_configs.py::test_cmu_accuracy_smoke (HIPART_SLOW_TESTS=1).
+"""
+
+import pathlib
+
+import pytest
+
+from bench import cmu_accuracy
+from launch.configs import cmu_benchmark
+from launch.configs import cmu_msst
+
+
+def _runs(tmp_path, **overrides):
+  c = cmu_benchmark.get_config('multi_subject')
+  c.update(overrides)
+  data = cmu_accuracy.data_block(c, '/data', None)
+  return c, cmu_accuracy.stage_configs(c, tmp_path, data, num_actions=8)
+
+
+def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
+  c, runs = _runs(tmp_path)
+  lifters = {name: config for name, config in runs.items() if name.startswith('lifter_')}
+  assert len(lifters) == len(cmu_accuracy.LIFTERS) * len(c.seeds)
+  for config in lifters.values():
+    assert config.dataset.train_draws == str(tmp_path / 'draws')
+    assert (config.num_train_steps, config.batch_size) == (c.lifter_steps,
+                                                           c.lifter_batch_size)
+    assert config.dataset.eval_split == 'validation'  # Never the test split.
+  models = {name: config.model for name, config in lifters.items()}
+  assert models['lifter_mlp_seed0'].architecture == 'simple_baseline'
+  assert models['lifter_mlp_seed0'].mode == 'sparse'
+  assert models['lifter_transformer_seed0'].get('architecture', 'transformer') == (
+      'transformer')
+  for lifter, mode in (('hipart', 'hierarchical'), ('oracle', 'oracle')):
+    assert models[f'lifter_{lifter}_seed1'].mode == mode
+    assert models[f'lifter_{lifter}_seed1'].architecture == 'simple_baseline'
+  assert runs['lifter_hipart_seed0'].init_from.hiarm == str(tmp_path / 'hiarm_hierarchical')
+  assert [runs[f'lifter_mlp_seed{s}'].seed for s in c.seeds] == list(c.seeds)
+  assert runs['msst'].model.num_actions == 8
+  assert runs['hiarm_raster'].model.ordering == 'raster'
+  assert runs['msst'].dataset.name == 'cmu_mocap/multi_subject'
+
+
+def test_hipart_can_use_the_transformer(tmp_path):
+  _, runs = _runs(tmp_path, hipart_architecture='transformer')
+  model = runs['lifter_hipart_seed0'].model
+  assert model.mode == 'hierarchical' and 'depth' in model
+  with pytest.raises(ValueError, match="hipart_architecture='cnn'"):
+    _runs(tmp_path, hipart_architecture='cnn')
+
+
+def test_custom_clip_lists_make_a_config_of_their_own():
+  assert cmu_accuracy.builder_config('multi_subject', {'train': None}) is None
+  config = cmu_accuracy.builder_config(
+      'multi_subject', {'train': ['01_01'], 'validation': None, 'test': ['bvh:09_01']})
+  assert config.train_clips == ('01_01',) and config.test_clips == ('bvh:09_01',)
+  assert config.validation_clips == cmu_accuracy.cmu_builder.MULTI_SUBJECT.validation_clips
+  other = cmu_accuracy.builder_config('multi_subject', {'train': ['01_02']})
+  assert config.name.startswith('multi_subject_') and config.name != other.name
+  c = cmu_benchmark.get_config()
+  data = cmu_accuracy.data_block(c, None, config)
+  assert data.name == 'cmu_mocap' and data.builder_kwargs['config'] is config
+  assert cmu_accuracy.dataset_name(data) == f'cmu_mocap/{config.name}'
+  with pytest.raises(ValueError, match="unknown cmu_mocap config 'nope'"):
+    cmu_accuracy.builder_config('nope', {'train': ['01_01']})
+
+
+def _table(mpjpe, hidden, spread=1.0):
+  return {'mpjpe_mm': dict(mean=mpjpe, min=mpjpe - spread / 2, max=mpjpe + spread / 2),
+          'occluded_mpjpe_mm': dict(mean=hidden, min=hidden, max=hidden)}
+
+
+def test_targets_are_ratios_to_the_best_baseline():
+  levels = ('none', 'one_limb')
+  lifters = dict(mlp={'none': _table(50, None), 'one_limb': _table(80, 200)},
+                 transformer={'none': _table(55, None), 'one_limb': _table(70, 150)},
+                 hipart={'none': _table(50.5, None), 'one_limb': _table(72, 120)},
+                 oracle={'none': _table(40, None), 'one_limb': _table(45, 60)})
+  hiarm = {o: {l: {'generated_fine_px': px} for l in levels}
+           for o, px in (('hierarchical', 10.0), ('raster', 11.0))}
+  t = cmu_accuracy.targets(lifters, hiarm, levels)
+  assert t['best_baseline'] == 'mlp'  # By clean MPJPE.
+  assert t['hipart_vs_best']['one_limb'] == pytest.approx(72 / 80)
+  assert t['hipart_vs_best_hidden']['one_limb'] == pytest.approx(120 / 200)
+  assert t['met'] == dict(baselines_le_60mm=True, transformer_no_worse_than_mlp=False,
+                          hipart_le_0_92_occluded=True, hipart_le_0_85_hidden=True,
+                          hipart_clean_within_spread=True, hierarchical_le_raster=True)
+  lifters['hipart']['none'] = _table(52, None)
+  assert not cmu_accuracy.targets(lifters, hiarm, levels)['met'][
+      'hipart_clean_within_spread']
+
+
+def test_seed_statistics_and_aggregate():
+  assert cmu_accuracy.seed_stats([1.0, 3.0]) == dict(mean=2.0, min=1.0, max=3.0,
+                                                      values=[1.0, 3.0])
+  assert cmu_accuracy.seed_stats([None, 3.0])['mean'] is None
+  per_seed = {s: {'none': dict(mpjpe_mm=10.0 + s, p_mpjpe_mm=5.0, occluded_mpjpe_mm=None,
+                               per_subject={'06': 9.0 + s, '09': 11.0})} for s in (0, 1)}
+  table = cmu_accuracy.aggregate(per_seed, ('none',))
+  assert table['none']['mpjpe_mm']['mean'] == 10.5
+  assert table['none']['per_subject']['06'] == dict(mean=9.5, min=9.0, max=10.0,
+                                                    values=[9.0, 10.0])
+
+
+def test_timings_accumulate_over_invocations(tmp_path):
+  cmu_accuracy.Timings(tmp_path).add('msst', 2.0)
+  timings = cmu_accuracy.Timings(tmp_path)
+  timings.add('msst', 3.0)
+  assert cmu_accuracy.Timings(tmp_path).seconds == {'msst': 5.0}
+
+
+def test_in_memory_reads_every_example_in_order():
+  source = [{'i': i} for i in range(10)]
+  assert cmu_accuracy.in_memory(source, 'x', chunk=3) == source
+
+
+def test_missing_manual_dir_is_named(tmp_path):
+  data = cmu_msst.get_config().dataset
+  with pytest.raises(FileNotFoundError, match='no CMU clips at'):
+    cmu_accuracy.prepare_dataset(data, pathlib.Path(tmp_path) / 'none')
