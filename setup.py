@@ -37,7 +37,8 @@ setuptools.setup(
     ],
     extras_require={
         # dill: imported by tfds.testing.DatasetBuilderTestCase.
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'dill'],
+        # hypothesis: property-based fuzzing of the file readers (tests/test_fuzz_readers.py).
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'dill', 'hypothesis>=6.100'],
         # The `tfds build` command line imports apache_beam and mlcroissant at start-up
         # (tfds 4.9.10).
         'build': ['apache-beam', 'mlcroissant', 'dill'],

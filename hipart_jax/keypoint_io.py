@@ -70,10 +70,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import re
+import struct
+import tokenize
 import warnings
 import zipfile
+import zlib
 from typing import Any, Sequence
 
 from absl import logging
@@ -138,6 +142,11 @@ ANATOMY_MIN_TERMS = 4
 ANATOMY_MARGIN = 0.1
 ANATOMY_RATIO = 0.6
 _NPZ_MAGIC = (b'PK\x03\x04', b'\x93NUMPY')
+# What numpy, zipfile and zlib raise on corrupt archives; the npy header is parsed with
+# tokenize and ast, and a corrupt shape can exhaust memory.
+_NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+               tokenize.TokenError, SyntaxError, NotImplementedError, RuntimeError,
+               struct.error, KeyError, IndexError, OverflowError, TypeError, MemoryError)
 _NPZ_KEYS = ('keypoints', 'scores', 'confidence', 'image_size', 'frame', 'track')
 _KNOWN_JSON = ('a COCO/Halpe results list, a COCO annotation file {images, annotations}, '
                'an OpenPose frame {people} or MMPose predictions {instance_info|predictions}')
@@ -422,12 +431,34 @@ def detect_format(path) -> str:
 # formats, which then differ by their LAYOUTS.
 
 
+def _check_declared_size(fp, available: int, path, field: str) -> None:
+  """Refuses an .npy header that declares more data than there is, before numpy tries
+  to allocate it (a corrupt shape can ask for exabytes)."""
+  version = np.lib.format.read_magic(fp)
+  read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                 (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+  if read_header is None:
+    return  # np.load names the unsupported version.
+  shape, _, dtype = read_header(fp)
+  declared, held = math.prod(shape) * dtype.itemsize, available - fp.tell()
+  if declared > held:
+    raise _error(path, field, f'declares an array of shape {shape} {dtype} ({declared} bytes) '
+                 f'but holds {held} bytes: truncated or corrupt')
+
+
 def _npz_arrays(path) -> dict[str, np.ndarray]:
   """The arrays of an .npz archive (or a bare .npy, read as `keypoints`) this reader uses."""
   try:
+    with open(path, 'rb') as fp:
+      if fp.read(len(_NPZ_MAGIC[1])) == _NPZ_MAGIC[1]:
+        fp.seek(0)
+        _check_declared_size(fp, path.stat().st_size, path, 'keypoints')
     loaded = np.load(path, allow_pickle=False)
-  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-    raise _error(path, 'file', f'is not a readable .npz archive ({e})') from None
+  except KeypointFileError:
+    raise
+  except _NPZ_ERRORS as e:
+    raise _error(path, 'file', f'is not a readable .npz archive ({type(e).__name__}: '
+                 f'{e})') from None
   if isinstance(loaded, np.ndarray):
     return {'keypoints': _numbers(loaded, path, 'keypoints')}
   arrays = {}
@@ -435,11 +466,17 @@ def _npz_arrays(path) -> dict[str, np.ndarray]:
     if 'keypoints' not in loaded.files:
       raise _error(path, 'keypoints', f'missing; the archive holds {sorted(loaded.files)} '
                    '(expected keypoints [N, 17, 2] pixels in Human3.6M-17 order)')
-    for key in set(_NPZ_KEYS) & set(loaded.files):
+    for key in sorted(set(_NPZ_KEYS) & set(loaded.files)):
       try:
+        member = f'{key}.npy' if f'{key}.npy' in loaded.zip.namelist() else key
+        with loaded.zip.open(member) as fp:
+          _check_declared_size(fp, loaded.zip.getinfo(member).file_size, path, key)
         arrays[key] = loaded[key]
-      except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise _error(path, key, f'cannot be read ({e}); save plain numeric arrays') from None
+      except KeypointFileError:
+        raise
+      except _NPZ_ERRORS as e:
+        raise _error(path, key, f'cannot be read ({type(e).__name__}: {e}); save plain '
+                     'numeric arrays') from None
   return {key: _numbers(value, path, key) for key, value in arrays.items()}
 
 

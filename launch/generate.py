@@ -154,25 +154,22 @@ def run(*, dataset: str, output_dir: str, checkpoint: str | None = None,
   except Exception as e:  # pylint: disable=broad-except  # tfds raises many kinds.
     raise _fail(f'cannot open {dataset} split {split!r}: {type(e).__name__}: '
                 f'{str(e).splitlines()[0] if str(e) else ""}') from None
-  if num_draws:
-    try:
-      written = augmented_draws.write_draws(
-          msst_model, hiarm_model, collections, source, hierarchy, data_config, output_dir,
-          split=split, num_draws=num_draws, seed=seed, generator=generator,
-          chunk_size=batch_size)
-    except (KeyError, ValueError) as e:
-      raise _fail(str(e)) from None
-    logging.info('%s: wrote %d draws.', output_dir, len(written))
-    return written
+  generated = (msst_model, hiarm_model, collections, source, hierarchy, data_config,
+               output_dir)
   try:
-    written = generated_cache.generate_split(
-        msst_model, hiarm_model, collections, source, hierarchy, data_config, output_dir,
-        dataset=dataset, split=split, batch_size=batch_size, shard_size=shard_size,
-        num_samples=num_samples, temperature=temperature, top_k=top_k, seed=seed,
-        generator=generator)
+    if num_draws:
+      written = augmented_draws.write_draws(
+          *generated, split=split, num_draws=num_draws, seed=seed, generator=generator,
+          chunk_size=batch_size)
+    else:
+      written = generated_cache.generate_split(
+          *generated, dataset=dataset, split=split, batch_size=batch_size,
+          shard_size=shard_size, num_samples=num_samples, temperature=temperature,
+          top_k=top_k, seed=seed, generator=generator)
   except (KeyError, ValueError) as e:
     raise _fail(str(e)) from None
-  logging.info('%s: wrote %d shards.', output_dir, len(written))
+  logging.info('%s: wrote %d %s.', output_dir, len(written),
+               'draws' if num_draws else 'shards')
   return written
 
 

@@ -3,8 +3,19 @@
 import os
 import pathlib
 
+from hypothesis import HealthCheck
+from hypothesis import settings
 import jax
 import pytest
+
+# Fuzz tests (tests/test_fuzz_readers.py): `ci` (the default) replays a fixed, seeded set
+# of cases so that the suite is reproducible and fast; `--hypothesis-profile=long` draws
+# many more, freshly random. No example database: runs leave nothing in the checkout.
+_FUZZ = dict(deadline=None, database=None, print_blob=True,
+             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile('ci', max_examples=20, derandomize=True, **_FUZZ)
+settings.register_profile('long', max_examples=3000, **_FUZZ)
+settings.load_profile('ci')
 
 # Tests compile many programs that differ only by Python closure identity (each train run
 # builds its own step functions); a compilation cache shared by this run's xdist workers

@@ -17,6 +17,7 @@ from hipart_jax.models import simple_baseline
 from hipart_jax.training import stages
 from launch.configs import cmu_lifter
 import pipeline_fixture
+import test_lifter
 
 HIERARCHY = pipeline_fixture.HIERARCHY
 NUM_DRAWS = 2
@@ -152,6 +153,8 @@ def test_simple_baseline_shapes_and_root(mode):
   levels = {'sparse': jnp.ones((b, h.num_sparse, 2)), 'dense': jnp.ones((b, h.num_dense, 2)),
             'fine': jnp.ones((b, h.num_fine, 2))}
   variables = model.init(jax.random.key(0), inputs, confidence, levels)
+  np.testing.assert_array_equal(model.apply(variables, inputs, confidence, levels), 0)
+  variables = test_lifter.with_random_head(variables)
   first = variables['params']['embedding']['kernel'].shape[0]
   assert first == 17 * 3 + (0 if mode == 'sparse' else 2 * (17 + h.num_dense + h.num_fine))
   pose = model.apply(variables, inputs, confidence, levels, train=True,

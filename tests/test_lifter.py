@@ -36,10 +36,27 @@ def test_modes_build_and_output_root_relative_pose(mode):
   assert n == (17 if mode == 'sparse' else 17 + 17 + 48 + 96)
 
 
+def with_random_head(variables):
+  """The head starts at zero (every pose at the root); tests that need an output that
+  depends on the inputs draw it at random."""
+  params = dict(variables['params'])
+  head = dict(params['head'])
+  head['kernel'] = jax.random.normal(jax.random.key(1), head['kernel'].shape) * 0.1
+  params['head'] = head
+  return {**variables, 'params': params}
+
+
+def test_the_head_starts_every_pose_at_the_root():
+  model = lifter_lib.Lifter(HIERARCHY, mode='sparse', width=16, depth=1, num_heads=2)
+  inputs, conf, _ = _inputs()
+  pose = model.apply(model.init(jax.random.key(0), inputs, conf), inputs, conf)
+  np.testing.assert_array_equal(pose, 0.0)
+
+
 def test_hierarchical_mode_uses_the_hierarchy():
   model = lifter_lib.Lifter(HIERARCHY, mode='hierarchical', width=16, depth=1, num_heads=2)
   inputs, conf, hierarchy_2d = _inputs()
-  variables = model.init(jax.random.key(0), inputs, conf, hierarchy_2d)
+  variables = with_random_head(model.init(jax.random.key(0), inputs, conf, hierarchy_2d))
   moved = dict(hierarchy_2d, fine=hierarchy_2d['fine'] + 0.5)
   a = model.apply(variables, inputs, conf, hierarchy_2d)
   b = model.apply(variables, inputs, conf, moved)

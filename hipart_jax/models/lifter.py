@@ -106,5 +106,6 @@ class Lifter(nn.Module):
       x = EncoderBlock(self.num_heads, self.mlp_ratio, self.dropout,
                        name=f'block_{i}')(x, train=train)
     x = nn.LayerNorm(name='head_norm')(x[:, :skeleton.NUM_JOINTS])
-    pose = nn.Dense(3, name='head')(x)  # [B, 17, 3]
+    # A zero head starts every pose at the root (see simple_baseline.py).
+    pose = nn.Dense(3, kernel_init=nn.initializers.zeros, name='head')(x)  # [B, 17, 3]
     return pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]

@@ -62,17 +62,9 @@ class SimpleBaseline(nn.Module):
   def __call__(self, inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray,
                hierarchy_2d: Mapping[str, jnp.ndarray] | None = None, *,
                train: bool = False) -> jnp.ndarray:
-    """Lifts one batch; the arguments are those of `lifter.Lifter.__call__`.
-
-    Args:
-      inputs_2d: [B, 17, 2] input joints in the model frame.
-      inputs_confidence: [B, 17] confidence (0 = missing).
-      hierarchy_2d: for 'hierarchical'/'oracle': {'sparse': [B, S, 2], 'dense': [B, D, 2],
-        'fine': [B, F, 2]} in the same frame; ignored for 'sparse'.
-      train: enables dropout.
-    Returns:
-      [B, 17, 3] root-relative 3D joints, meters (joint 0 is exactly zero).
-    """
+    """Lifts one batch: inputs, shapes and output are those of `lifter.Lifter.__call__`
+    ([B, 17, 2] joints, [B, 17] confidence, the hierarchy's levels for the non-sparse
+    modes → [B, 17, 3] root-relative meters, joint 0 exactly zero)."""
     if self.mode not in lifter_lib.LIFTER_MODES:
       raise ValueError(f'SimpleBaseline.mode={self.mode!r}; expected one of '
                        f'{lifter_lib.LIFTER_MODES}')
@@ -93,5 +85,9 @@ class SimpleBaseline(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     for i in range(self.num_blocks):
       x = ResidualBlock(self.dropout, name=f'block_{i}')(x, train=train)
-    pose = nn.Dense(skeleton.NUM_JOINTS * 3, name='head')(x).reshape(batch, -1, 3)
+    # A zero head starts every pose at the root: with the default init the first
+    # outputs are about a meter off, and clipped gradients take hundreds of steps to
+    # bring them back.
+    pose = nn.Dense(skeleton.NUM_JOINTS * 3, kernel_init=nn.initializers.zeros,
+                    name='head')(x).reshape(batch, -1, 3)
     return pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
