@@ -13,8 +13,8 @@ ratios stay meaningful.
 
 FLOPs come from XLA's cost analysis of the compiled executable. XLA counts the body of a
 while loop (`lax.scan`, `lax.map`) once, whatever its trip count, so callers add the
-missing executions (`bench.decoding.uncounted_scan_flops` for generation's scan; the lifter's
-chunked attention is counted from the same lifter without chunking).
+missing executions (`bench.decoding.uncounted_scan_flops` for generation's scan; the
+chunked and multi-device pipelines are credited with the plain pipeline's count).
 """
 
 from __future__ import annotations
@@ -261,13 +261,13 @@ def init_models(prefix: str, hierarchy: Any, seed: int = 0, *, smoke: bool = Fal
      'variables': {'params': lifter params, 'frozen_msst': MSST variables (params and
      codebooks), 'frozen_hiarm': HiARM variables}, 'configs': {stage: model config dict}}.
   """
-  from hipart_jax import stages  # pylint: disable=g-import-not-at-top
+  from hipart_jax.models import hipart  # pylint: disable=g-import-not-at-top
   configs = dict(msst=stage_config(prefix, 'msst', smoke=smoke).model,
                  hiarm=stage_config(prefix, 'hiarm', ordering, smoke=smoke).model,
                  lifter=stage_config(prefix, 'lifter', 'hierarchical', smoke=smoke).model)
-  msst = stages.build_msst(configs['msst'], hierarchy)
-  hiarm = stages.build_hiarm(configs['hiarm'], hierarchy, msst)
-  lifter = stages.build_lifter(configs['lifter'], hierarchy)
+  msst = hipart.build_msst(configs['msst'], hierarchy)
+  hiarm = hipart.build_hiarm(configs['hiarm'], hierarchy, msst)
+  lifter = hipart.build_lifter(configs['lifter'], hierarchy)
   batch = random_batch(np.random.default_rng(0), hierarchy, 2)
   levels = [batch[f'{level}_2d'] for level in ('sparse', 'dense', 'fine')]
   sparse_ids = np.zeros((2, hierarchy.num_sparse), np.int32)

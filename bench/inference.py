@@ -3,7 +3,7 @@ r"""Inference throughput of the full HiPART pipeline and of each of its stages.
   python -m bench.inference [--config=synthetic] [--checkpoint=LIFTER_WORKDIR] \
       [--inference_batch_sizes=1,64,256,1024] [--output=inference.json] [--smoke]
 
-Times the jitted `pipeline.predict` (pixels → model frame → HiARM generation → MSST
+Times the jitted `hipart.predict` (pixels → model frame → HiARM generation → MSST
 decoding → lifter → 3D) at each batch size, and its three stages on their own:
 generation (`decoding.generate`, greedy), decode (`MSST.decode` of the generated ids)
 and lift (`Lifter` on the decoded hierarchy). Reports poses/s, compile time, XLA's peak
@@ -12,11 +12,11 @@ the same process (`bench/roofline.py`). Models are randomly initialized at the s
 `launch/configs/<config>_{msst,hiarm,lifter}.py` unless `--checkpoint` names a trained
 lifter workdir (the timing does not depend on the weights).
 
-Two more rows time the same pipeline (equal FLOPs) run as a CPU host runs it best:
-'pipeline_chunked' is `predict(chunk_size=C)`, C poses at a time on one device, and
-'pipeline_devices' is `predict_on_devices` over every local device, each device in
-chunks of C. Outside smoke runs the process gets one CPU device per core
-(launch/cpu_devices.py; `--cpu_devices`); the other rows run on the first device.
+Two more rows time the same pipeline (equal FLOPs) run as a CPU host runs it best
+(hipart_jax/execution.py): 'pipeline_chunked' is `execution.predict_in_chunks`, C poses
+at a time on one device, and 'pipeline_devices' is `execution.predict` over every local
+device, each device in chunks of C. Outside smoke runs the process gets one CPU device
+per core (`--cpu_devices`); the other rows run on the first device.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import numpy as np
 from bench import common
 from bench import decoding as decoding_bench
 from bench import roofline as roofline_lib
+from hipart_jax import checkpoints
+from hipart_jax import execution
 from hipart_jax import skeleton
 from hipart_jax.models import decoding
-from hipart_jax.models import msst as msst_lib
-from hipart_jax.models import pipeline
-from launch import cpu_devices
+from hipart_jax.models import hipart
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A trained lifter workdir (hierarchical mode) to time '
@@ -49,7 +49,7 @@ _CHUNK = flags.DEFINE_integer('inference_chunk_size', 16,
                               'Poses per chunk of the pipeline_chunked and '
                               'pipeline_devices rows (only at larger batches).')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'CPU devices of this process '
-                                    '(0: one per core; see launch/cpu_devices.py).')
+                                    '(0: one per core; see hipart_jax/execution.py).')
 
 SMOKE_BATCH_SIZES = (2,)
 SMOKE_CHUNK = 1
@@ -57,21 +57,21 @@ STAGES = ('generation', 'decode', 'lift')
 
 
 def load_models(prefix: str, checkpoint: str | None, smoke: bool) -> dict[str, Any]:
-  """{'model': pipeline.HiPART, 'variables', 'configs', 'source'}."""
+  """{'model': hipart.HiPART, 'variables', 'configs', 'source'}."""
   if checkpoint:
-    model, variables, meta = pipeline.load_pipeline(checkpoint)
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
     if model.lifter.mode != 'hierarchical':
       raise ValueError(f'{checkpoint}: the benchmark needs a hierarchical lifter, got '
                        f'{model.lifter.mode!r}')
     configs = dict(meta['frozen_models'], lifter=meta['model'])
     return dict(model=model, variables=variables, configs=configs, source=checkpoint)
   models = common.init_models(prefix, skeleton.default_hierarchy(), smoke=smoke)
-  model = pipeline.HiPART(models['lifter'], models['msst'], models['hiarm'])
+  model = hipart.HiPART(models['lifter'], models['msst'], models['hiarm'])
   return dict(model=model, variables=models['variables'], configs=models['configs'],
               source=f'random init, launch/configs/{prefix}_*.py')
 
 
-def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool,
+def _compile_all(model: hipart.HiPART, variables: Any, batch: int, smoke: bool,
                  chunk: int) -> dict[str, tuple[dict[str, Any], tuple]]:
   """Compiles the pipeline and each stage, feeding each stage the previous one's outputs.
 
@@ -80,7 +80,7 @@ def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
   """
   rng = np.random.default_rng(batch)
   keypoints, confidence, size = common.random_keypoints(rng, batch)
-  inputs, _, _ = jax.jit(pipeline.to_model_frame)(keypoints, confidence, size)
+  inputs, _, _ = jax.jit(hipart.pixels_to_model_frame)(keypoints, confidence, size)
   confidence = jnp.asarray(confidence)
   key = jax.random.key(0)
   out = {}
@@ -91,18 +91,18 @@ def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
                  dynamic)
     return out[name][0]['compiled'](*dynamic)
 
-  add('pipeline', pipeline.predict, (model,), (variables, keypoints, confidence, size, key))
+  add('pipeline', hipart.predict, (model,), (variables, keypoints, confidence, size, key))
   devices = tuple(jax.local_devices())
   if batch > chunk:
-    add('pipeline_chunked', jax.jit(lambda *a: pipeline.predict(model, *a, chunk_size=chunk)),
-        (), (variables, keypoints, confidence, size, key))
+    add('pipeline_chunked', jax.jit(lambda *a: execution.predict_in_chunks(
+        model, *a, chunk_size=chunk)), (), (variables, keypoints, confidence, size, key))
   if batch > chunk and batch % len(devices) == 0:
-    add('pipeline_devices', jax.jit(lambda *a: pipeline.predict_on_devices(
+    add('pipeline_devices', jax.jit(lambda *a: execution.predict(
         model, *a, devices=devices, chunk_size=chunk)), (),
         (variables, keypoints, confidence, size, key))
   generated = add('generation', decoding.generate, (model.hiarm,),
                   (variables['frozen_hiarm'], inputs, confidence, key))
-  decode = jax.jit(lambda v, s, d: model.msst.apply(v, s, d, method=msst_lib.MSST.decode))
+  decode = jax.jit(lambda v, s, d: hipart.decode_tokens(model.msst, v, s, d))
   hierarchy_2d = add('decode', decode, (), (variables['frozen_msst'],
                                             generated['sparse_ids'][:, 0],
                                             generated['dense_ids'][:, 0]))
@@ -111,27 +111,14 @@ def _compile_all(model: pipeline.HiPART, variables: Any, batch: int, smoke: bool
   return out
 
 
-def _uncounted_lift_flops(lifter, params, inputs, confidence, hierarchy_2d) -> float:
-  """FLOPs of the lifter that XLA's count leaves out: with `attention_batch_chunk` the
-  attention is a `lax.map` whose body is counted once. The same lifter without chunking
-  computes the same numbers in loop-free code."""
-  if not lifter.attention_batch_chunk:
-    return 0.0
-  count = lambda module: common.lowered_flops(
-      jax.jit(lambda p, x, c, h: module.apply({'params': p}, x, c, h)), params, inputs,
-      confidence, hierarchy_2d)
-  return count(lifter.clone(attention_batch_chunk=0)) - count(lifter)
-
-
-def measure_batch(model: pipeline.HiPART, variables: Any, batch: int, peak: float, *,
+def measure_batch(model: hipart.HiPART, variables: Any, batch: int, peak: float, *,
                   repeats: int, min_time: float, smoke: bool, chunk: int
                   ) -> list[dict[str, Any]]:
   """One row per function (pipeline, its variants and stages) at one batch size."""
   compiled = _compile_all(model, variables, batch, smoke, chunk)
   uncounted = dict(generation=decoding_bench.uncounted_scan_flops(
-      model.hiarm, variables['frozen_hiarm'], batch), lift=_uncounted_lift_flops(
-          model.lifter, *compiled['lift'][1]))
-  uncounted['pipeline'] = uncounted['generation'] + uncounted['lift']
+      model.hiarm, variables['frozen_hiarm'], batch))
+  uncounted['pipeline'] = uncounted['generation']
   stats, thunks = {}, {}
   for name, (stat, args) in compiled.items():
     stat['flops'] += uncounted.get(name, 0.0)
@@ -203,7 +190,7 @@ def main(argv):
   smoke = common.SMOKE.value
   batch_sizes = list(SMOKE_BATCH_SIZES) if smoke else [int(b) for b in _BATCH_SIZES.value]
   if not smoke:  # Before JAX starts.
-    cpu_devices.configure(_CPU_DEVICES.value)
+    execution.configure_cpu_devices(_CPU_DEVICES.value)
   report = run(chunk=SMOKE_CHUNK if smoke else _CHUNK.value, prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
                batch_sizes=batch_sizes, smoke=smoke,
                repeats=1 if smoke else common.REPEATS.value,

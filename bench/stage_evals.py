@@ -2,7 +2,7 @@
 
   Strided               every k-th example of a source (a fixed, evenly spread subset);
   evaluate_levels       a stage's `eval_metrics` over a source per occlusion level, through
-                        the trainer's eval step (`train.make_eval_step`);
+                        the trainer's eval step (`trainer.make_eval_step`);
   evaluate_msst         the trained tokenizer, ground truth in each occluded input's frame;
   evaluate_hiarm        teacher-forced and greedily generated tokens, the decoded
                         hierarchy's error per level, and the generation time of a batch;
@@ -28,13 +28,14 @@ from hipart_jax import checkpoints
 from hipart_jax import input_pipeline
 from hipart_jax import losses
 from hipart_jax import metrics
-from hipart_jax import stages
-from hipart_jax import train
+from hipart_jax import execution
+from hipart_jax import skeleton
 from hipart_jax.models import decoding
+from hipart_jax.models import hipart
 from hipart_jax.models import msst as msst_lib
-from hipart_jax.models import pipeline
+from hipart_jax.training import stages
+from hipart_jax.training import trainer
 
-LEVELS = stages.LEVELS
 
 
 class Strided(collections.abc.Sequence):
@@ -83,9 +84,9 @@ class HiARMEval:
                                   stage.targets(variables, batch)):
       correct = (ids == target).mean(-1)  # [B]
       out[f'generated_{level}_token_accuracy'] = losses.masked_mean(correct, batch['valid'])
-    recon = stage.msst.apply(variables['frozen_msst'], sparse_ids, dense_ids,
-                             method=msst_lib.MSST.decode)
-    for level in LEVELS:
+    recon = hipart.decode_tokens(stage.msst, variables['frozen_msst'], sparse_ids,
+                                 dense_ids)
+    for level in skeleton.LEVELS:
       pixels, mm = stages.pixel_and_mm_errors(recon[level], batch, level)
       out[f'generated_{level}_px'] = pixels
       out[f'generated_{level}_mm_equivalent'] = mm
@@ -109,13 +110,13 @@ def evaluate_levels(stage: Any, variables: Mapping[str, Any], source: Sequence[A
   every ground-truth level shares (`input_pipeline.eval_batches`)."""
   state = EvalState(variables['params'],
                     {k: v for k, v in variables.items() if k != 'params'})
-  eval_step = train.parallelize(train.make_eval_step(stage))
+  eval_step = execution.map_step(trainer.make_eval_step(stage))
   out = {}
   for level in levels:
     batches = input_pipeline.eval_batches(
         source, hierarchy, config.dataset, global_batch_size=config.eval_batch_size,
         num_local_devices=1, occlusion=level, seed=seed)
-    out[level] = train.finalize_eval(eval_step(state, batch) for batch in batches)
+    out[level] = trainer.finalize_eval(eval_step(state, batch) for batch in batches)
     logging.info('occlusion %s: %s', level, out[level])
   return out
 
@@ -173,18 +174,18 @@ class LifterFeeds:
   'frozen_msst', 'frozen_hiarm'}); the oracle lifter's parameters are fixed here.
   """
 
-  def __init__(self, model: pipeline.HiPART, oracle: pipeline.HiPART,
+  def __init__(self, model: hipart.HiPART, oracle: hipart.HiPART,
                oracle_params: Any):
     self.model, self.oracle, self.oracle_params = model, oracle, oracle_params
 
   def eval_metrics(self, variables, batch):
     model = self.model
     inputs, confidence = batch['inputs_2d'], batch['inputs_confidence']
-    truth = {level: batch[f'{level}_2d'] for level in LEVELS}
+    truth = {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
     ids = model.msst.apply(variables['frozen_msst'], *truth.values(),
                            method=msst_lib.MSST.encode)
     hierarchies = dict(
-        generated=jax.tree.map(lambda x: x[:, 0], stages.generate_hierarchy(
+        generated=jax.tree.map(lambda x: x[:, 0], hipart.generate_hierarchy(
             model.msst, model.hiarm, variables, inputs, confidence, jax.random.key(0))),
         tokenized_truth=model.msst.apply(variables['frozen_msst'], *ids,
                                          method=msst_lib.MSST.decode),
@@ -205,7 +206,7 @@ def diagnose_lifters(hipart_workdir: pathlib.Path, oracle_workdir: pathlib.Path,
                      hierarchy: Any, levels: Sequence[str], *,
                      seed: int) -> dict[str, dict[str, float]]:
   """{occlusion level: {'<hipart|oracle>_lifter/<feed>': MPJPE mm}} (see `LifterFeeds`)."""
-  model, variables, _ = pipeline.load_pipeline(str(hipart_workdir))
-  oracle, oracle_variables, _ = pipeline.load_pipeline(str(oracle_workdir))
+  model, variables, _ = checkpoints.load_hipart(str(hipart_workdir))
+  oracle, oracle_variables, _ = checkpoints.load_hipart(str(oracle_workdir))
   feeds = LifterFeeds(model, oracle, oracle_variables['params'])
   return evaluate_levels(feeds, variables, source, hierarchy, config, levels, seed=seed)

@@ -7,10 +7,10 @@ On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps 
 (no TFDS needed; weak scaling is a CPU check).
 
 1. Train steps. For each stage (msst, hiarm, lifter hierarchical, lifter sparse) at its
-   config's batch size: the real `train.make_train_step` under `train.parallelize`
+   config's batch size: the real `trainer.make_train_step` under `execution.map_step`
    (state donated, the config's XLA options and microbatches, as the trainer runs it),
-   fed a fixed random batch, on as many CPU devices as the config's `cpu_devices` asks
-   (launch/cpu_devices.py; the process gets the most any stage asks for, and a
+   fed a fixed random batch, on as many CPU devices as the config's execution asks
+   (`execution.Execution`; the process gets the most any stage asks for, and a
    one-device stage runs on the first), or every local GPU/TPU device.
    Reports steps/s, examples/s, compile time, FLOPs and efficiency (÷ the float32 matmul
    peak measured in this process; efficiency_alongside ÷ the peak's product timed
@@ -22,7 +22,7 @@ On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps 
    augmentation: seconds per batch of the first epoch, split into reading (TFDS
    decoding), stacking and augmentation + model frame, and of later epochs (examples
    from the warm `ExampleCache`); then the train step fed by the prefetching iterator,
-   as in `train.train_and_evaluate`. host_margin = host batches/s ÷ step rate: below 1
+   as in `loop.train_and_evaluate`. host_margin = host batches/s ÷ step rate: below 1
    the host is the bottleneck.
 3. Weak scaling. Subprocesses with `XLA_FLAGS=--xla_force_host_platform_device_count=N`
    run one stage's step at a fixed per-device batch; steps/s for each N. Fake CPU
@@ -32,7 +32,6 @@ On a GPU/TPU host: `--nohost_pipeline --scaling_devices=` times the train steps 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import pathlib
@@ -54,9 +53,9 @@ from bench import roofline as roofline_lib
 from hipart_jax import checkpoints
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import stages
-from hipart_jax import train
-from launch import cpu_devices
+from hipart_jax import execution
+from hipart_jax.training import stages
+from hipart_jax.training import trainer
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory of the host '
                                 'pipeline benchmark (built there if missing).')
@@ -139,12 +138,13 @@ def device_batch(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np
 
 def stage_devices(config, smoke: bool) -> int:
   """Devices a stage's train step is mapped over: on a CPU host the config's
-  `cpu_devices` (launch/cpu_devices.py; smoke runs keep one), else every local device."""
+  `execution.cpu.devices` (smoke runs keep one), else every local device."""
   if jax.default_backend() != 'cpu':
     return jax.local_device_count()
-  count = 1 if smoke else cpu_devices.resolve(config.get('cpu_devices', 1))
+  count = 1 if smoke else execution.resolve_cpu_devices(
+      execution.Execution.for_backend(config.execution).devices)
   if count not in (1, jax.local_device_count()):
-    raise ValueError(f'config.cpu_devices asks for {count} CPU devices; this process has '
+    raise ValueError(f'config.execution asks for {count} CPU devices; this process has '
                      f'{jax.local_device_count()} (main() creates the most any stage asks '
                      'for)')
   return count
@@ -159,33 +159,24 @@ def compile_step(stage, stage_name: str, config, state, batch, smoke: bool
   under the config's parallelism. FLOPs are always counted on one device, whole batch.
   """
   devices = jax.tree.leaves(batch)[0].shape[0]
-  implementation = ('vmap' if devices == 1 else
-                    train.resolve_implementation(config.get('parallelism', 'auto')))
-  microbatch_size = train.train_step_microbatch_size(config)
-  make = lambda: train.make_train_step(stage, microbatch_size=microbatch_size,
-                                       vary_params=implementation == 'shard_map')
-  step = train.parallelize(
-      make(), donate_state=True, implementation=implementation,
-      compiler_options=train.train_step_compiler_options(config, implementation))
-  if not hasattr(step, 'lower'):  # 'shard_map' returns a plain wrapper: count via pmap.
-    step = train.parallelize(train.make_train_step(stage, microbatch_size=microbatch_size),
-                             donate_state=True, implementation='pmap')
+  plan = execution.Execution.for_backend(config.execution)
+  microbatch_size = plan.microbatch_size
+  step = execution.map_step(
+      trainer.make_train_step(stage, microbatch_size=microbatch_size), donate_state=True,
+      compiler_options=plan.compiler_options, num_devices=devices)
   stats = common.compile_stats(step, state, batch,
                                compiler_options=common.compiler_options(smoke))
-  # The same step with every loop body counted once only, on one device: the chunked
-  # attention (a `lax.map`) unchunked, the whole batch at once (no microbatch scan);
-  # generation (a scan inside the hierarchical lifter's step) corrected separately.
+  # The same step with every loop body counted once only, on one device: the whole
+  # batch at once (no microbatch scan); generation (a scan inside the hierarchical
+  # lifter's step) corrected separately.
   whole = jax.tree.map(lambda x: x.reshape((1, -1) + x.shape[2:]), batch)
-  plain = copy.copy(stage)
-  if getattr(getattr(stage, 'model', None), 'attention_batch_chunk', 0):
-    plain.model = stage.model.clone(attention_batch_chunk=0)
   stats['flops'] = common.lowered_flops(
-      train.parallelize(train.make_train_step(plain), implementation='vmap'), state, whole)
+      execution.map_step(trainer.make_train_step(stage), num_devices=1), state, whole)
   if stage_name == 'lifter_hierarchical':
     stats['flops'] += decoding_bench.uncounted_scan_flops(
         stage.hiarm, stage.frozen['frozen_hiarm'], jax.tree.leaves(whole)[0].shape[1])
   stats.update(microbatch_size=microbatch_size, devices=devices,
-               implementation=implementation)
+               implementation='vmap' if devices == 1 else 'pmap')
   return stats
 
 
@@ -228,7 +219,7 @@ def measure_stage(prefix: str, name: str, hierarchy, frozen_dirs, peak: float, *
   devices = stage_devices(config, smoke)
   batch = device_batch(common.random_batch(np.random.default_rng(0), hierarchy,
                                            config.batch_size, num_actions), devices)
-  state = train.create_train_state(stage, config, jax.random.key(0),
+  state = trainer.create_train_state(stage, config, jax.random.key(0),
                                    jax.tree.map(lambda x: x[0], batch))
   cost = compile_step(stage, name, config, state, batch, smoke)
   step = cost['compiled']
@@ -341,7 +332,7 @@ def scaling_worker(prefix: str, name: str, per_device: int, smoke: bool, repeats
   num_actions = config.model.get('num_actions', 1)
   batch = device_batch(common.random_batch(np.random.default_rng(0), hierarchy,
                                            config.batch_size, num_actions), num_devices)
-  state = train.create_train_state(stage, config, jax.random.key(0),
+  state = trainer.create_train_state(stage, config, jax.random.key(0),
                                    jax.tree.map(lambda x: x[0], batch))
   step = compile_step(stage, name, config, state, batch, smoke)['compiled']
   timing, _ = time_steps(step, state, repeat_forever(batch), repeats=repeats,
@@ -455,8 +446,9 @@ def main(argv):
     return
   stage_names = list(_STAGES.value or (SMOKE_STAGES if smoke else STAGE_NAMES))
   if not smoke:  # Before JAX starts: the most CPU devices any timed stage asks for.
-    cpu_devices.configure(max(
-        cpu_devices.resolve(stage_config(common.CONFIG.value, name, False).cpu_devices)
+    execution.configure_cpu_devices(max(
+        execution.resolve_cpu_devices(execution.Execution.for_backend(
+            stage_config(common.CONFIG.value, name, False).execution, 'cpu').devices)
         for name in stage_names))
   report = run(
       prefix=common.CONFIG.value,

@@ -49,7 +49,6 @@ OCCLUSION_LEVELS = {
     'random_30': (0, 0.3),
 }
 OCCLUDED_COORDINATE_MODES = ('zero', 'jitter')
-LEVELS = ('sparse', 'dense', 'fine')
 
 
 def default_augment_config(preset: str = 'default') -> ml_collections.ConfigDict:
@@ -337,7 +336,7 @@ def augment_batch(rng: np.random.Generator, arrays: dict[str, np.ndarray],
     rng: random generator (the only source of randomness).
     arrays: leading dim N: `inputs_2d` [N, S, 2] screen-normalized, `inputs_confidence`
       [N, S], `<level>_2d` [N, K, 2] screen-normalized and `<level>_3d` [N, K, 3]
-      root-relative camera coordinates for each of `LEVELS`; other keys pass through.
+      root-relative camera coordinates for each of `skeleton.LEVELS`; other keys pass through.
     flip_permutations: (sparse [S], dense [D], fine [F]) or None when flips are off.
     config: the augment config (`default_augment_config`).
   Returns:
@@ -351,7 +350,7 @@ def augment_batch(rng: np.random.Generator, arrays: dict[str, np.ndarray],
     out['inputs_2d'] = flip_points(out['inputs_2d'], sparse_perm, flip)
     out['inputs_confidence'] = np.where(flip[:, None], out['inputs_confidence'][:, sparse_perm],
                                         out['inputs_confidence'])
-    for level, perm in zip(LEVELS, flip_permutations):
+    for level, perm in zip(skeleton.LEVELS, flip_permutations):
       for dim in (2, 3):
         out[f'{level}_{dim}d'] = flip_points(out[f'{level}_{dim}d'], perm, flip)
   confidence = out['inputs_confidence']

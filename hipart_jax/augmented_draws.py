@@ -36,9 +36,8 @@ import numpy as np
 from hipart_jax import drawn_batches
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import stages
+from hipart_jax.models import hipart
 
-LEVELS = stages.LEVELS
 DRAW_KEYS = drawn_batches.DRAW_KEYS
 MANIFEST = drawn_batches.MANIFEST
 LOG_EVERY_SECONDS = 15.0
@@ -65,7 +64,7 @@ def _generate_fn(msst, hiarm):
   """Jitted (collections, inputs_2d [B, 17, 2], confidence [B, 17]) → greedy hierarchy."""
   @jax.jit
   def generate(collections, inputs_2d, inputs_confidence):
-    out = stages.generate_hierarchy(msst, hiarm, collections, inputs_2d, inputs_confidence,
+    out = hipart.generate_hierarchy(msst, hiarm, collections, inputs_2d, inputs_confidence,
                                     jax.random.key(0))
     return {level: value[:, 0] for level, value in out.items()}
   return generate
@@ -95,7 +94,7 @@ def draw_rows(batches: input_pipeline.TrainBatches, num_examples: int, draw: int
                                         batch['inputs_confidence']))
     rows = {key: batch[key][:real] for key in DRAW_KEYS if key in batch}
     rows.update({f'generated_{level}_2d': np.asarray(generated[level][:real], np.float32)
-                 for level in LEVELS})
+                 for level in skeleton.LEVELS})
     parts.append(rows)
     if time.perf_counter() - last_log > LOG_EVERY_SECONDS:
       logging.info('draw %d: %d / %d examples', draw, indices[-1] + 1, num_examples)

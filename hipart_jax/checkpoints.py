@@ -26,6 +26,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from hipart_jax import skeleton
+from hipart_jax.models import hipart
+
 CHECKPOINT_SUBDIR = 'checkpoints'
 _STATE = 'state'
 _META = 'meta'
@@ -169,4 +172,31 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     manager.close()
   variables = {'params': state['params'], **(state.get('collections') or {})}
   logging.info('Loaded %s variables of step %d from %s', stage, step, path)
+  return variables, meta
+
+
+def load_hipart(lifter_workdir: str | pathlib.Path
+                ) -> tuple[hipart.HiPART, dict[str, Any], dict[str, Any]]:
+  """(HiPART, variables, meta) from a trained lifter's workdir.
+
+  Variables: {'params': lifter params, 'frozen_msst': ..., 'frozen_hiarm': ...}; the
+  lifter checkpoint embeds the frozen MSST and HiARM it was trained with.
+  Raises FileNotFoundError for a missing directory and ValueError for a checkpoint of
+  another stage (`restore_params`).
+  """
+  variables, meta = restore_params(lifter_workdir, expected_stage='lifter')
+  return hipart.from_meta(meta), variables, meta
+
+
+def load_frozen(directory: str, expected_stage: str, hierarchy: skeleton.Hierarchy
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(variables, meta) of an earlier stage's checkpoint; checks the hierarchy matches."""
+  if not directory:
+    raise ValueError(f'config.init_from.{expected_stage} must name the workdir of a '
+                     f'trained {expected_stage!r} stage')
+  variables, meta = restore_params(directory, expected_stage=expected_stage)
+  saved = skeleton.Hierarchy.from_json(meta['hierarchy'])
+  if saved != hierarchy:
+    raise ValueError(f'{directory}: the {expected_stage} checkpoint was trained on another '
+                     'hierarchy than this dataset\'s')
   return variables, meta

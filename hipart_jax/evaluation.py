@@ -7,7 +7,7 @@
                       protocol, `protocols.evaluate`), plus best-of-K and uncertainty
                       figures for K > 1 hypotheses;
   robustness_table    `evaluate` per occlusion level;
-  predict_in_batches  pixel keypoints of any length through `pipeline.predict` in batches
+  predict_in_batches  pixel keypoints of any length through `execution.predict` in batches
                       of one fixed size (the tail padded by repeating its last row), so a
                       run compiles once;
   format_table, format_per_action   plain-text tables of the results.
@@ -30,14 +30,14 @@ import ml_collections
 import numpy as np
 
 from hipart_jax import augment
+from hipart_jax import execution
 from hipart_jax import geometry
 from hipart_jax import input_pipeline
 from hipart_jax import metrics
 from hipart_jax import protocols
 from hipart_jax import skeleton
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 
-LEVELS = augment.LEVELS
 OCCLUSION_LEVELS = tuple(augment.OCCLUSION_LEVELS)  # 'none', 'one_limb', ...
 LOG_EVERY_SECONDS = 10.0
 # Columns of `format_table`: (metric key, header).
@@ -48,18 +48,18 @@ TABLE_COLUMNS = (('mpjpe_mm', 'MPJPE'), ('p_mpjpe_mm', 'P-MPJPE'), ('n_mpjpe_mm'
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'temperature', 'top_k', 'num_samples'))
-def _lift(model: pipeline.HiPART, variables: Mapping[str, Any],
+def _lift(model: hipart.HiPART, variables: Mapping[str, Any],
           inputs: Mapping[str, jax.Array], rng: jax.Array, *, temperature: float,
           top_k: int, num_samples: int) -> dict[str, jax.Array]:
   hierarchy_2d = None
   if model.lifter.mode == 'oracle':
-    hierarchy_2d = {level: inputs[f'{level}_2d'] for level in LEVELS}
-  return pipeline.lift(model, variables, inputs['inputs_2d'], inputs['inputs_confidence'],
+    hierarchy_2d = {level: inputs[f'{level}_2d'] for level in skeleton.LEVELS}
+  return hipart.lift(model, variables, inputs['inputs_2d'], inputs['inputs_confidence'],
                        rng, hierarchy_2d=hierarchy_2d, temperature=temperature,
                        top_k=top_k, num_samples=num_samples)
 
 
-def lift_batch(model: pipeline.HiPART, variables: Mapping[str, Any],
+def lift_batch(model: hipart.HiPART, variables: Mapping[str, Any],
                batch: Mapping[str, np.ndarray], rng: jax.Array, *, temperature: float = 0.0,
                top_k: int = 0, num_samples: int = 1) -> dict[str, jax.Array]:
   """Lifts one evaluation batch in the model frame.
@@ -70,7 +70,7 @@ def lift_batch(model: pipeline.HiPART, variables: Mapping[str, Any],
 
   Args:
     model: the modules (static).
-    variables: {'params', 'frozen_msst', 'frozen_hiarm'} (`pipeline.load_pipeline`).
+    variables: {'params', 'frozen_msst', 'frozen_hiarm'} (`checkpoints.load_hipart`).
     batch: a flat input-pipeline batch: `inputs_2d` [B, 17, 2], `inputs_confidence`
       [B, 17], and for 'oracle' `sparse_2d` [B, S, 2], `dense_2d` [B, D, 2], `fine_2d`
       [B, F, 2], all in the model frame; other keys are ignored.
@@ -83,7 +83,7 @@ def lift_batch(model: pipeline.HiPART, variables: Mapping[str, Any],
   """
   keys = ['inputs_2d', 'inputs_confidence']
   if model.lifter.mode == 'oracle':
-    keys += [f'{level}_2d' for level in LEVELS]
+    keys += [f'{level}_2d' for level in skeleton.LEVELS]
   return _lift(model, variables, {key: batch[key] for key in keys}, rng,
                temperature=float(temperature), top_k=int(top_k), num_samples=int(num_samples))
 
@@ -167,7 +167,7 @@ def _gather(model, variables, batches: Iterator[input_pipeline.Batch], rng, *, t
   return {key: np.concatenate(value) for key, value in pieces.items()}
 
 
-def evaluate(model: pipeline.HiPART, variables: Mapping[str, Any],
+def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
              source: Sequence[input_pipeline.Example], hierarchy: skeleton.Hierarchy,
              data_config: ml_collections.ConfigDict, *, batch_size: int,
              occlusion: str = 'none', num_samples: int = 1, temperature: float = 0.0,
@@ -178,7 +178,7 @@ def evaluate(model: pipeline.HiPART, variables: Mapping[str, Any],
   """Evaluates a lifter on every example of a split, once.
 
   Args:
-    model, variables: from `pipeline.load_pipeline`.
+    model, variables: from `checkpoints.load_hipart`.
     source: random-access schema examples (a TFDS data source or a list of dicts).
     hierarchy: the source's hierarchy; must be the model's.
     data_config: the data config (`input_source`, `augment.occluded_coordinates`,
@@ -254,7 +254,7 @@ def evaluate(model: pipeline.HiPART, variables: Mapping[str, Any],
   return summary
 
 
-def robustness_table(model: pipeline.HiPART, variables: Mapping[str, Any],
+def robustness_table(model: hipart.HiPART, variables: Mapping[str, Any],
                      source: Sequence[input_pipeline.Example], hierarchy: skeleton.Hierarchy,
                      data_config: ml_collections.ConfigDict, *,
                      levels: Sequence[str] = OCCLUSION_LEVELS,
@@ -268,29 +268,29 @@ def robustness_table(model: pipeline.HiPART, variables: Mapping[str, Any],
   return results
 
 
-def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
+def predict_in_batches(model: hipart.HiPART, variables: Mapping[str, Any],
                        keypoints: np.ndarray, confidence: np.ndarray,
                        image_size: np.ndarray, rng: jax.Array, *, batch_size: int,
                        temperature: float = 0.0, top_k: int = 0, num_samples: int = 1,
                        chunk_size: int = 0, devices: Sequence[jax.Device] | None = None,
                        progress: bool = True) -> dict[str, np.ndarray]:
-  """`pipeline.predict` over N poses in batches of min(batch_size, N) rows.
+  """`execution.predict` over N poses in batches of min(batch_size, N) rows.
 
   Every call has the same shapes: the last batch is padded by repeating its last row and
   the padding is dropped from the outputs, so a run compiles `predict` once.
 
   Args:
-    model, variables: from `pipeline.load_pipeline`.
+    model, variables: from `checkpoints.load_hipart`.
     keypoints: [N, 17, 2] pixels; confidence: [N, 17]; image_size: [N, 2] (width, height).
     rng: sampling key; batch b samples with `fold_in(rng, b)`.
     batch_size: rows per call.
     temperature, top_k, num_samples: HiARM sampling.
-    chunk_size: `pipeline.predict`'s chunk_size (0: each batch at once).
-    devices: more than one: each batch is split over them (`pipeline.predict_on_devices`;
-      the batch rounded up to a multiple of their number).
+    chunk_size: poses per chunk (`execution.predict`; 0: each batch at once).
+    devices: more than one: each batch is split over them (`execution.predict`; the
+      batch rounded up to a multiple of their number).
     progress: log poses/s.
   Returns:
-    `pipeline.predict`'s outputs as numpy arrays with leading dimension N.
+    `hipart.predict`'s outputs as numpy arrays with leading dimension N.
   """
   num = len(keypoints)
   if num == 0:
@@ -301,10 +301,6 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
   devices = tuple(devices or ())
   if len(devices) > 1:
     size = -(-size // len(devices)) * len(devices)
-    variables = pipeline.replicate(variables, devices)
-    predict = functools.partial(pipeline.predict_on_devices, devices=devices)
-  else:
-    predict = pipeline.predict
   keypoints = np.asarray(keypoints, np.float32)
   confidence = np.asarray(confidence, np.float32)
   image_size = np.asarray(image_size, np.int32)
@@ -312,10 +308,11 @@ def predict_in_batches(model: pipeline.HiPART, variables: Mapping[str, Any],
   meter = _Progress('lifted poses', num, progress)
   for number, start in enumerate(range(0, num, size)):
     rows = np.minimum(np.arange(start, start + size), num - 1)  # Pad with the last row.
-    out = predict(model, variables, keypoints[rows], confidence[rows], image_size[rows],
-                  jax.random.fold_in(rng, number), temperature=float(temperature),
-                  top_k=int(top_k), num_samples=int(num_samples),
-                  chunk_size=int(chunk_size))
+    out = execution.predict(model, variables, keypoints[rows], confidence[rows],
+                            image_size[rows], jax.random.fold_in(rng, number),
+                            chunk_size=int(chunk_size), devices=devices,
+                            temperature=float(temperature), top_k=int(top_k),
+                            num_samples=int(num_samples))
     count = min(size, num - start)
     for key, value in out.items():
       pieces[key].append(np.asarray(value)[:count])

@@ -47,13 +47,12 @@ import numpy as np
 
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import stages
 from hipart_jax.models import hiarm as hiarm_lib
+from hipart_jax.models import hipart
 from hipart_jax.models import msst as msst_lib
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
-LEVELS = stages.LEVELS
 ARRAYS = ('index', 'sparse_2d', 'dense_2d', 'fine_2d', 'norm_center', 'norm_scale')
 LOG_EVERY_SECONDS = 10.0
 
@@ -100,7 +99,7 @@ def read_manifest(output_dir: str | pathlib.Path) -> dict[str, Any]:
 def _generate(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM, collections: Mapping[str, Any],
               inputs_2d: jax.Array, inputs_confidence: jax.Array, rng: jax.Array, *,
               temperature: float, top_k: int, num_samples: int) -> dict[str, jax.Array]:
-  return stages.generate_hierarchy(msst, hiarm, collections, inputs_2d, inputs_confidence,
+  return hipart.generate_hierarchy(msst, hiarm, collections, inputs_2d, inputs_confidence,
                                    rng, temperature=temperature, top_k=top_k,
                                    num_samples=num_samples)
 
@@ -135,7 +134,7 @@ def _generate_shard(msst, hiarm, collections, source, hierarchy, data_config, sh
                           temperature=float(temperature), top_k=int(top_k),
                           num_samples=int(num_samples))
     valid = batch['valid']
-    for level in LEVELS:
+    for level in skeleton.LEVELS:
       pieces[f'{level}_2d'].append(np.asarray(generated[level], np.float32)[valid])
     pieces['index'].append(batch['index'][valid] + np.int32(shard['start']))
     pieces['norm_center'].append(batch['norm_center'][valid])

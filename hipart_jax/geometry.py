@@ -19,6 +19,8 @@ Conventions (VideoPose3D / Human3.6M):
     `tangential [2]` in the order VideoPose3D stores them (see `project_to_pixels`).
   screen-normalized 2D: `x / w * 2 - 1`, `y / w * 2 - h / w` (aspect ratio preserved,
     x in [-1, 1]).
+
+The module is longer than most because every conversion lives here beside its inverse.
 """
 
 from __future__ import annotations
@@ -394,6 +396,19 @@ def normalize_2d(points: Array, center: Array, scale: Array) -> Array:
   chex.assert_shape(center, (*points.shape[:-2], 2))
   chex.assert_shape(scale, points.shape[:-2])
   return (points - center[..., None, :]) / scale[..., None, None]
+
+
+def to_model_frame(points: Array, confidence: Array) -> tuple[Array, Array, Array]:
+  """Screen coordinates -> the model frame of the confident joints (docs/DESIGN.md §3);
+  the one definition the input pipeline and inference share.
+
+  Args:
+    points: [..., J, 2] screen-normalized input joints; confidence: [..., J].
+  Returns:
+    (points [..., J, 2] in the model frame, center [..., 2], scale [...]).
+  """
+  center, scale = normalization_frame(points, confidence)
+  return normalize_2d(points, center, scale), center, scale
 
 
 def denormalize_2d(points: Array, center: Array, scale: Array) -> Array:

@@ -83,7 +83,7 @@ def local_alignment_loss(sparse_emb: jnp.ndarray, dense_emb: jnp.ndarray,
   For sample b and part i, the anchor is sparse token (b, i) and its positive is the mean
   of the dense tokens of part i in sample b. The negatives are the positives of the
   sample's other parts: the loss pulls a part's sparse token toward its own part and
-  pushes it away from the other parts of the same pose (DESIGN.md). Parts of other
+  pushes it away from the other parts of the same pose (docs/DESIGN.md §1). Parts of other
   samples are not negatives, so the loss does not push apart the same part of two
   similar poses, and it does not depend on the batch size or its split over devices.
   Parts that own no dense point (e.g. the root) have no positive and are skipped,

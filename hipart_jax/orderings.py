@@ -3,7 +3,7 @@
 HiARM predicts T = S + D target tokens: token t < S is sparse token t (body part t, the
 sparse codebook C_s); token t >= S is dense token t - S (body part
 `hierarchy.dense_part[t - S]`, the dense codebook C_d). An ordering is a sequence of
-*groups* of token ids (DESIGN.md §5): one decoding step predicts one group in parallel,
+*groups* of token ids (docs/DESIGN.md §4): one decoding step predicts one group in parallel,
 given the condition and every earlier group.
 
 HiARM runs three streams of slots through its transformer (see `models/hiarm.py`):
@@ -50,7 +50,7 @@ def _dense_tokens_of_part(hierarchy: skeleton.Hierarchy, part: int) -> tuple[int
 
 
 def decoding_groups(hierarchy: skeleton.Hierarchy, name: str) -> tuple[tuple[int, ...], ...]:
-  """The token groups of a named ordering (DESIGN.md §5).
+  """The token groups of a named ordering (docs/DESIGN.md §4).
 
   Args:
     hierarchy: gives S, D and the body part of every dense token.

@@ -1,5 +1,8 @@
 """Joint layouts, kinematic trees, the sparse→dense→fine hierarchy and 2D keypoint formats.
 
+Most of its length is tables (joint names, keypoint formats), kept beside the code that
+reads them.
+
 Everything here is plain data (tuples and numpy arrays) so it can be hashed, used as a
 static argument under `jax.jit`, and stored in dataset metadata.
 
@@ -30,6 +33,8 @@ H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
 NUM_JOINTS = len(H36M_JOINT_NAMES)
 ROOT = 0
+# The three levels of a hierarchical pose, coarse to fine.
+LEVELS = ('sparse', 'dense', 'fine')
 
 
 def joint_depths(parents: Sequence[int]) -> np.ndarray:
@@ -248,7 +253,7 @@ class Hierarchy:
 
 def default_hierarchy(dense_per_bone: int = 3, fine_per_dense: int = 2,
                       parents: Sequence[int] = H36M_PARENTS) -> Hierarchy:
-  """DESIGN.md §3: each non-root joint j owns `dense_per_bone` dense points on the bone
+  """docs/DESIGN.md §2: each non-root joint j owns `dense_per_bone` dense points on the bone
   parent(j)→j, each dense point owns `fine_per_dense` fine points; the root owns none.
   For Human3.6M-17 with the defaults: 48 dense and 96 fine points."""
   owners = [j for j, p in enumerate(parents) if p >= 0]

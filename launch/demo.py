@@ -29,11 +29,12 @@ from ml_collections import config_flags
 import numpy as np
 
 from hipart_jax import augment
+from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
+from hipart_jax import plotting
 from hipart_jax import skeleton
-from hipart_jax import train
-from hipart_jax.models import pipeline
+from hipart_jax.training import loop
 from launch import quiet_logs
 from launch.configs import synthetic_hiarm
 from launch.configs import synthetic_lifter
@@ -77,7 +78,7 @@ def train_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
   for name, config in runs.items():
     start = time.perf_counter()
     logging.info('=== training %s (%d steps) ===', name, config.num_train_steps)
-    train.train_and_evaluate(config, workdir / name)
+    loop.train_and_evaluate(config, workdir / name)
     seconds[name] = time.perf_counter() - start
   return seconds
 
@@ -91,7 +92,7 @@ def evaluate_all(demo, runs, workdir: pathlib.Path) -> dict[str, dict[str, dict]
   for name in runs:
     if not name.startswith('lifter_'):
       continue
-    model, variables, _ = pipeline.load_pipeline(str(workdir / name))
+    model, variables, _ = checkpoints.load_hipart(str(workdir / name))
     results[name] = evaluation.robustness_table(
         model, variables, source, hierarchy, data_config,
         levels=tuple(demo.occlusion_levels), batch_size=demo.eval_batch_size,
@@ -109,7 +110,7 @@ def infer_examples(demo, runs, workdir: pathlib.Path) -> dict[str, np.ndarray]:
   hidden = [skeleton.H36M_JOINT_NAMES.index(j) for j in augment.LIMBS['left_arm']]
   confidence[:, hidden] = 0.0
   pixels[:, hidden] = 0.0
-  model, variables, _ = pipeline.load_pipeline(str(workdir / 'lifter_hierarchical'))
+  model, variables, _ = checkpoints.load_hipart(str(workdir / 'lifter_hierarchical'))
   out = evaluation.predict_in_batches(
       model, variables, pixels, confidence, np.stack([e['image_size'] for e in examples]),
       jax.random.key(demo.seed), batch_size=demo.num_inference_examples,
@@ -168,37 +169,24 @@ def report_markdown(demo, results, inference, seconds, figures) -> str:
 
 def plot_inference(inference, workdir: pathlib.Path) -> list[str]:
   """One figure: input joints, generated hierarchy, and 3D hypotheses vs ground truth."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    logging.warning('matplotlib is not installed (the viz extra): no figures.')
+  plt = plotting.pyplot()
+  if plt is None:
     return []
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  parents = skeleton.H36M_PARENTS
   n = len(inference['pose_3d'])
   fig = plt.figure(figsize=(4 * n, 8))
   for i in range(n):
     ax = fig.add_subplot(2, n, i + 1)
-    for level, style in (('fine_2d', '.c'), ('dense_2d', '.b'), ('sparse_2d', 'og')):
-      if level in inference:
-        pts = inference[level][i, 0]
-        ax.plot(pts[:, 0], pts[:, 1], style, markersize=3, label=level)
-    visible = inference['confidence'][i] > 0
-    kp = inference['keypoints'][i]
-    ax.plot(kp[visible, 0], kp[visible, 1], 'xr', label='input (visible)')
-    ax.set_aspect('equal')
-    ax.invert_yaxis()
+    plotting.draw_hierarchy_2d(
+        ax, inference['keypoints'][i], inference['confidence'][i],
+        {level: inference[f'{level}_2d'][i, 0] for level in skeleton.LEVELS
+         if f'{level}_2d' in inference})
     ax.set_title(f'pose {i}: input + generated hierarchy')
     if i == 0:
       ax.legend(fontsize=6)
     ax = fig.add_subplot(2, n, n + i + 1, projection='3d')
-    for pose, color, width in [(h, 'tab:blue', 0.5) for h in inference['hypotheses_3d'][i]] + [
-        (inference['target_3d'][i], 'k', 2.0)]:
-      for child, parent in enumerate(parents):
-        if parent >= 0:
-          seg = pose[[parent, child]]
-          ax.plot(seg[:, 0], seg[:, 2], -seg[:, 1], color=color, linewidth=width)
+    plotting.draw_skeletons_3d(
+        ax, [(h, 'tab:blue', 0.5) for h in inference['hypotheses_3d'][i]]
+        + [(inference['target_3d'][i], 'k', 2.0)])
     ax.set_title('3D: hypotheses (blue), truth (black)')
   fig.tight_layout()
   name = 'inference.png'

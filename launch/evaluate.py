@@ -34,10 +34,10 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
-from hipart_jax.models import pipeline
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -110,7 +110,7 @@ def run(*, checkpoint: str, workdir: str, protocol: str = 'synthetic',
   if num_samples < 1 or batch_size < 1:
     raise _fail('--num_samples and --batch_size must be positive')
   try:
-    model, variables, meta = pipeline.load_pipeline(checkpoint)
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
   except (FileNotFoundError, ValueError) as e:
     raise _fail(f'--checkpoint: {e}') from None
   if num_samples > 1 and temperature == 0 and model.lifter.mode == 'hierarchical':

@@ -42,8 +42,7 @@ from hipart_jax import checkpoints
 from hipart_jax import generated_cache
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import stages
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 
 DEFAULT_INPUT_SOURCE = 'gt'
 
@@ -100,7 +99,7 @@ def load_generator(checkpoint: str | None, hiarm_dir: str | None, msst_dir: str 
   if checkpoint:
     if msst_dir:
       raise ValueError('--msst goes with --hiarm; a lifter checkpoint embeds its MSST')
-    model, variables, meta = pipeline.load_pipeline(checkpoint)
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
     if model.lifter.mode != 'hierarchical':
       raise ValueError(f'{checkpoint} is a lifter in {model.lifter.mode!r} mode; it has no '
                        'generator (train one in hierarchical mode, or pass --hiarm)')
@@ -113,15 +112,15 @@ def load_generator(checkpoint: str | None, hiarm_dir: str | None, msst_dir: str 
   msst_config = hiarm_meta['frozen_models']['msst']
   msst_variables = hiarm_variables['frozen_msst']
   if msst_dir:
-    given, _ = stages.load_frozen(msst_dir, 'msst', hierarchy)
+    given, _ = checkpoints.load_frozen(msst_dir, 'msst', hierarchy)
     same = jax.tree.structure(given) == jax.tree.structure(msst_variables) and all(
         np.array_equal(a, b) for a, b in zip(jax.tree.leaves(given),
                                              jax.tree.leaves(msst_variables)))
     if not same:
       raise ValueError(f'--msst={msst_dir} is not the MSST the HiARM {hiarm_dir} was '
                        'trained on')
-  msst = stages.build_msst(msst_config, hierarchy)
-  hiarm = stages.build_hiarm(hiarm_meta['model'], hierarchy, msst)
+  msst = hipart.build_msst(msst_config, hierarchy)
+  hiarm = hipart.build_hiarm(hiarm_meta['model'], hierarchy, msst)
   collections = {'frozen_msst': msst_variables, 'frozen_hiarm': hiarm_variables}
   generator = dict(hiarm=str(pathlib.Path(hiarm_dir).absolute()),
                    models=dict(msst=msst_config, hiarm=hiarm_meta['model']))

@@ -34,11 +34,11 @@ is dropped), but their 3D pose is the lifter's guess from no evidence.
 evenly spaced rows: the 2D input with the generated hierarchy and the 3D skeleton
 (needs matplotlib, the `viz` extra).
 
-Inference runs `pipeline.predict` in batches of one size (the last padded), so a run
+Inference runs `hipart.predict` in batches of one size (the last padded), so a run
 compiles once. On a CPU host each batch is split over one XLA device per core and
-evaluated 16 poses at a time (`--cpu_devices`, `--chunk_size`): 2x the throughput of
-one device and whole batches at batch 1024 on 2 cores (BENCHMARKS.md, change 13). Bad input, a missing checkpoint, a checkpoint of another stage or an
-unknown output extension end the program with a one-line message.
+evaluated 16 poses at a time (`EXECUTION`; `--cpu_devices`, `--chunk_size` override
+it). Bad input, a missing checkpoint, a checkpoint of another stage or an unknown
+output extension end the program with a one-line message.
 """
 
 from __future__ import annotations
@@ -57,21 +57,21 @@ import numpy as np
 
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
+from hipart_jax import execution
 from hipart_jax import keypoint_io
+from hipart_jax import plotting
 from hipart_jax import skeleton
-from hipart_jax.models import pipeline
-from launch import cpu_devices
+from hipart_jax.models import hipart
 
 OUTPUT_EXTENSIONS = ('.npz', '.json')
-DEFAULT_CPU_CHUNK = 16  # Poses per chunk on a CPU host (BENCHMARKS.md, change 13).
-LEVELS = ('sparse', 'dense', 'fine')
+# How inference runs on a CPU host (`execution.Execution`); other backends run plainly.
+EXECUTION = {'cpu': {'devices': 0, 'predict_chunk_size': 16}}
 UNITS = 'meters'
 COORDINATE_FRAME = ('camera, root-relative: pelvis at 0, x right, y down, z forward '
                     '(the image axes, z away from the camera)')
 # Figure layout for --plot.
 FIGURE_SIZE = (10.0, 5.0)
 FIGURE_DPI = 80
-LEVEL_MARKER_SIZE = {'sparse': 18.0, 'dense': 8.0, 'fine': 3.0}
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -96,10 +96,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('top_k', 0, 'Sample among the top-k tokens (0: all).', **define)
   flags.DEFINE_integer('batch_size', 256, 'Poses per jitted call.', **define)
   flags.DEFINE_integer('chunk_size', None, 'Poses evaluated at a time inside a call '
-                       '(pipeline.predict; 0: the whole call at once). Default: 16 on a '
+                       '(execution.predict; 0: the whole call at once). Default: 16 on a '
                        'CPU host, 0 on GPU/TPU.', **define)
-  flags.DEFINE_integer('cpu_devices', 0, 'XLA devices of a CPU host, each call split '
-                       'over them (launch/cpu_devices.py; 0: one per core, 1: one).',
+  flags.DEFINE_integer('cpu_devices', None, 'XLA devices of a CPU host, each call split '
+                       'over them (0: one per core, 1: one). Default: one per core.',
                        **define)
   flags.DEFINE_integer('seed', 0, 'Sampling seed.', **define)
   flags.DEFINE_bool('plot', False, 'Write PNG figures beside the output.', **define)
@@ -118,7 +118,7 @@ def _config_hash(config: Any) -> str | None:
 
 
 def _latest_step(checkpoint: str) -> int | None:
-  """The step `pipeline.load_pipeline` restores: the largest step directory."""
+  """The step `checkpoints.load_hipart` restores: the largest step directory."""
   path = pathlib.Path(checkpoint)
   if (path / checkpoints.CHECKPOINT_SUBDIR).is_dir():
     path = path / checkpoints.CHECKPOINT_SUBDIR
@@ -133,7 +133,7 @@ def _project_version() -> str:
     return 'unknown (not installed)'
 
 
-def describe(sequence: keypoint_io.KeypointSequence, checkpoint: str, model: pipeline.HiPART,
+def describe(sequence: keypoint_io.KeypointSequence, checkpoint: str, model: hipart.HiPART,
              meta: dict[str, Any]) -> dict[str, Any]:
   """What an output file states about itself (module docstring), as JSON values."""
   frozen_steps = meta.get('frozen_steps') or {}
@@ -152,7 +152,7 @@ def describe(sequence: keypoint_io.KeypointSequence, checkpoint: str, model: pip
 
 
 def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarray],
-                model: pipeline.HiPART, num_samples: int,
+                model: hipart.HiPART, num_samples: int,
                 description: dict[str, Any]) -> dict[str, np.ndarray]:
   arrays = dict(pose_3d=out['pose_3d'].astype(np.float32), frame=sequence.frame,
                 track=sequence.track, confidence=sequence.confidence,
@@ -164,7 +164,7 @@ def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarra
     arrays['hypotheses_3d'] = out['hypotheses_3d'].astype(np.float32)
     arrays['uncertainty_mm'] = out['uncertainty_mm'].astype(np.float32)
   if model.lifter.mode == 'hierarchical':
-    for level in LEVELS:
+    for level in skeleton.LEVELS:
       arrays[f'{level}_2d'] = out[f'{level}_2d'][:, 0].astype(np.float32)
     arrays['hierarchy'] = np.asarray(json.dumps(model.hierarchy.to_json()))
   return arrays
@@ -186,42 +186,23 @@ def _json_document(arrays: dict[str, np.ndarray],
 def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
               num_rows: int) -> list[pathlib.Path]:
   """PNG figures of up to `num_rows` evenly spaced rows; returns their paths."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
+  if plt is None:
+    return []
   count = len(arrays['frame'])
   rows = np.unique(np.linspace(0, count - 1, min(num_rows, count)).round().astype(int))
-  bones = [(j, p) for j, p in enumerate(skeleton.H36M_PARENTS) if p >= 0]
   paths = []
   for row in rows:
     figure = plt.figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI)
     image = figure.add_subplot(1, 2, 1)
-    keypoints, visible = arrays['keypoints_2d'][row], arrays['confidence'][row] > 0
-    for level in LEVELS:
-      if f'{level}_2d' in arrays:
-        points = arrays[f'{level}_2d'][row]
-        image.scatter(points[:, 0], points[:, 1], s=LEVEL_MARKER_SIZE[level],
-                      label=f'generated {level}', alpha=0.6)
-    for j, p in bones:
-      if visible[j] and visible[p]:
-        image.plot(keypoints[[j, p], 0], keypoints[[j, p], 1], 'k-', linewidth=1)
-    image.scatter(keypoints[visible, 0], keypoints[visible, 1], c='k', s=10, label='input')
-    width, height = arrays['image_size'][row]
-    image.set_xlim(0, width)
-    image.set_ylim(height, 0)  # Image rows grow downwards.
-    image.set_aspect('equal')
+    plotting.draw_hierarchy_2d(
+        image, arrays['keypoints_2d'][row], arrays['confidence'][row],
+        {level: arrays[f'{level}_2d'][row] for level in skeleton.LEVELS
+         if f'{level}_2d' in arrays}, image_size=arrays['image_size'][row])
     image.legend(loc='upper right', fontsize='small')
     image.set_title(f'frame {arrays["frame"][row]}, track {arrays["track"][row]}')
-    pose = arrays['pose_3d'][row]
     space = figure.add_subplot(1, 2, 2, projection='3d')
-    for j, p in bones:  # Camera axes (x right, y down, z forward) drawn with y up.
-      space.plot(pose[[j, p], 0], pose[[j, p], 2], -pose[[j, p], 1], 'b-')
-    extent = max(float(np.abs(pose).max()), 1e-3)  # Equal axes around the root.
-    for set_limits in (space.set_xlim, space.set_ylim, space.set_zlim):
-      set_limits(-extent, extent)
-    space.set_xlabel('x (m)')
-    space.set_ylabel('z (m)')
-    space.set_zlabel('-y (m)')
+    plotting.draw_skeletons_3d(space, [(arrays['pose_3d'][row], 'b', 1.0)])
     space.set_title('3D, root-relative')
     path = output.with_name(f'{output.stem}_{row:06d}.png')
     figure.savefig(path)
@@ -239,7 +220,7 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
   """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors.
 
   Each batch is split over every local device (JAX's; `main` first makes one per core
-  of a CPU host) and evaluated `chunk_size` poses at a time (None: 16 on CPU, else 0).
+  of a CPU host) and evaluated `chunk_size` poses at a time (None: `EXECUTION`'s).
   """
   output_path = pathlib.Path(output)
   if output_path.suffix.lower() not in OUTPUT_EXTENSIONS:
@@ -255,7 +236,7 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
   except keypoint_io.KeypointFileError as e:
     raise _fail(str(e)) from None
   try:
-    model, variables, meta = pipeline.load_pipeline(checkpoint)
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
   except (FileNotFoundError, ValueError) as e:
     raise _fail(f'--checkpoint: {e}') from None
   if model.lifter.mode not in ('sparse', 'hierarchical'):
@@ -269,8 +250,8 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
       model, variables, sequence.keypoints, sequence.confidence, sequence.image_size,
       jax.random.key(seed), batch_size=batch_size, temperature=temperature, top_k=top_k,
       num_samples=num_samples, devices=jax.local_devices(),
-      chunk_size=(DEFAULT_CPU_CHUNK if jax.default_backend() == 'cpu' else 0)
-      if chunk_size is None else chunk_size)
+      chunk_size=(execution.Execution.for_backend(EXECUTION).predict_chunk_size
+                  if chunk_size is None else chunk_size))
   description = describe(sequence, checkpoint, model, meta)
   arrays = _npz_arrays(sequence, out, model, num_samples, description)
   output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +272,10 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
   try:
-    cpu_devices.configure(f.cpu_devices)
+    devices = f.cpu_devices
+    if devices is None:
+      devices = EXECUTION['cpu']['devices']
+    execution.configure_cpu_devices(devices)
   except (ValueError, RuntimeError) as e:
     raise _fail(f'--cpu_devices: {e}') from None
   run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,

@@ -10,8 +10,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from hipart_jax import train
-from launch import cpu_devices
+from hipart_jax import execution
+from hipart_jax.training import loop
 from launch import quiet_logs
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -24,8 +24,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   quiet_logs.install()
-  cpu_devices.configure(_CONFIG.value.get('cpu_devices', 1))
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  plan = execution.Execution.for_backend(_CONFIG.value.get('execution'), backend='cpu')
+  execution.configure_cpu_devices(plan.devices)  # Before JAX starts; CPU platform only.
+  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

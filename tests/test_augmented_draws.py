@@ -12,8 +12,9 @@ from hipart_jax import checkpoints
 from hipart_jax import drawn_batches
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import stages
+from hipart_jax.models import hipart
 from hipart_jax.models import simple_baseline
+from hipart_jax.training import stages
 from launch.configs import cmu_lifter
 import pipeline_fixture
 import test_lifter
@@ -24,8 +25,8 @@ NUM_DRAWS = 2
 
 def _generator(hiarm_dir):
   variables, meta = checkpoints.restore_params(hiarm_dir, expected_stage='hiarm')
-  msst = stages.build_msst(meta['frozen_models']['msst'], HIERARCHY)
-  hiarm = stages.build_hiarm(meta['model'], HIERARCHY, msst)
+  msst = hipart.build_msst(meta['frozen_models']['msst'], HIERARCHY)
+  hiarm = hipart.build_hiarm(meta['model'], HIERARCHY, msst)
   return msst, hiarm, {'frozen_msst': variables['frozen_msst'], 'frozen_hiarm': variables}
 
 
@@ -58,7 +59,7 @@ def test_draw_rows_are_the_pipelines_augmentation_and_its_generation(draws):
   expected = batches.batch_from_stacked(4, indices, batches.stacked(indices))
   for key in ('inputs_2d', 'inputs_confidence', 'sparse_3d', 'fine_2d', 'visible'):
     np.testing.assert_array_equal(rows[key][n + 40:n + 80], expected[key][0])
-  generated = stages.generate_hierarchy(msst, hiarm, collections, expected['inputs_2d'][0],
+  generated = hipart.generate_hierarchy(msst, hiarm, collections, expected['inputs_2d'][0],
                                         expected['inputs_confidence'][0], jax.random.key(0))
   np.testing.assert_allclose(rows['generated_fine_2d'][n + 40:n + 80],
                              generated['fine'][:, 0], atol=1e-5)
@@ -126,9 +127,9 @@ def test_lifters_train_from_draws(draws, tiny_pipeline, tmp_path):
   batch = {k: v[0] for k, v in drawn_batches.DrawnBatches(
       drawn_batches.load_draws(directory), global_batch_size=4, num_local_devices=1,
       seed=0).batch(0).items()}
-  hipart = pipeline_fixture.lifter_config('hierarchical', tiny_pipeline['msst'],
+  hipart_config = pipeline_fixture.lifter_config('hierarchical', tiny_pipeline['msst'],
                                           tiny_pipeline['hiarm'])
-  hipart_stage = stages.make_stage(hipart, HIERARCHY)
+  hipart_stage = stages.make_stage(hipart_config, HIERARCHY)
   seen = hipart_stage.hierarchy_2d({}, batch, jax.random.key(0))
   np.testing.assert_array_equal(seen['dense'], batch['generated_dense_2d'])
   assert stage.mode == 'oracle'

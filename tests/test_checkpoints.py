@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from hipart_jax import checkpoints
-from hipart_jax import train
+from hipart_jax.training import trainer
 
 
 def make_config(keep=2, mode='min'):
@@ -19,7 +19,7 @@ def make_config(keep=2, mode='min'):
 def make_state(step=0, scale=1.0):
   params = {'dense': {'kernel': scale * jnp.arange(6.0).reshape(2, 3), 'bias': jnp.ones(3)}}
   tx = optax.adam(1e-3)
-  return train.TrainState(
+  return trainer.TrainState(
       step=jnp.asarray(step, jnp.int32), params=params,
       collections={'vq_stats': {'counts': jnp.full((4,), scale)}},
       opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(3)), tx=tx)
@@ -53,7 +53,7 @@ def test_restore_latest_round_trip(tmp_path):
   checkpoints.wait_until_finished(manager)
   state, meta = checkpoints.restore_latest(manager, template)
   manager.close()
-  assert isinstance(state, train.TrainState) and state.tx is template.tx
+  assert isinstance(state, trainer.TrainState) and state.tx is template.tx
   assert meta == {'stage': 'hiarm', 'x': [3]}
   expected = make_state(5, scale=3.0)
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):

@@ -24,8 +24,10 @@ import tensorflow_datasets as tfds
 
 from hipart_jax import input_pipeline
 from hipart_jax import orderings
+from hipart_jax import checkpoints
 from hipart_jax import skeleton
-from hipart_jax import stages
+from hipart_jax.models import hipart
+from hipart_jax.training import stages
 from launch.configs import base
 import fake_examples
 
@@ -52,28 +54,31 @@ LOSS_KEYS = {'msst': ('sparse', 'commitment', 'local_alignment', 'global_alignme
              'lifter': ('bone_weight', 'generation_temperature')}
 PAPER_SCALE_PREFIXES = ('h36m', 'cmu')
 PAPER_SCALE_RANGE = (1.5e6, 4.0e6)
-TINY_MODELS = dict(
-    msst=dict(width=8, num_blocks=1, token_hidden=8, channel_hidden=8, member_dim=2,
-              sparse_codebook_size=8, dense_codebook_size=8, code_dim=4),
-    hiarm=dict(width=8, num_lsab=1, num_gcsab=1, num_heads=2, mlp_ratio=1),
-    lifter=dict(width=8, depth=1, num_heads=2, mlp_ratio=1))
-
 
 def _module(name):
   return importlib.import_module(f'launch.configs.{name}')
 
 
 def _variants(name):
-  """The config arguments to try: orderings for HiARM, modes for lifters."""
-  if name in NON_STAGE_VARIANTS:
-    return NON_STAGE_VARIANTS[name]
+  """The config arguments to try: orderings for HiARM, modes for lifters, and 'tiny'."""
+  if name in NON_STAGE_KEYS:
+    return NON_STAGE_VARIANTS.get(name, (None,))
   if name.endswith('_hiarm'):
-    return (None,) + orderings.ORDERING_NAMES
+    return (None, 'tiny', 'raster,tiny') + orderings.ORDERING_NAMES
   if name == 'cmu_lifter':
-    return (None,) + LIFTER_MODES + ('mlp', 'mlp_hierarchical', 'mlp_oracle')
+    return ((None, 'tiny', 'sparse,tiny', 'mlp,tiny') + LIFTER_MODES
+            + ('mlp', 'mlp_hierarchical', 'mlp_oracle'))
   if name.endswith('_lifter'):
-    return (None,) + LIFTER_MODES
-  return (None,)
+    return (None, 'tiny', 'sparse,tiny') + LIFTER_MODES
+  return (None, 'tiny')
+
+
+def _choice(variant, default):
+  """The ordering or mode a config argument names ('raster,tiny' → 'raster', 'mlp' →
+  'sparse', 'mlp_oracle' → 'oracle')."""
+  choice = base.parse_variant(variant, orderings.ORDERING_NAMES + LIFTER_MODES
+                              + ('mlp', 'mlp_hierarchical', 'mlp_oracle'), default)[0]
+  return 'sparse' if choice == 'mlp' else choice.replace('mlp_', '')
 
 
 def _load(name, variant=None):
@@ -149,11 +154,10 @@ def test_stage_config_has_the_trainer_keys(name, variant, dataset_infos):
   if config.stage != 'msst':
     assert 'msst' in config.init_from
   if config.stage == 'lifter':
-    expected_mode = (variant or 'hierarchical').replace('mlp_', '')
-    assert config.model.mode == ('sparse' if expected_mode == 'mlp' else expected_mode)
+    assert config.model.mode == _choice(variant, 'hierarchical')
     assert 'hiarm' in config.init_from
   if config.stage == 'hiarm':
-    assert config.model.ordering == (variant or 'hierarchical')
+    assert config.model.ordering == _choice(variant, 'hierarchical')
   assert 0 < config.optimizer.warmup_steps < config.num_train_steps
   assert config.best_mode in ('min', 'max')
 
@@ -165,11 +169,11 @@ def test_stage_config_has_the_trainer_keys(name, variant, dataset_infos):
 
 def _paper_modules(prefix, hierarchy, **lifter_overrides):
   msst_config = _load(f'{prefix}_msst').model
-  msst = stages.build_msst(msst_config, hierarchy)
-  hiarm = stages.build_hiarm(_load(f'{prefix}_hiarm').model, hierarchy, msst)
+  msst = hipart.build_msst(msst_config, hierarchy)
+  hiarm = hipart.build_hiarm(_load(f'{prefix}_hiarm').model, hierarchy, msst)
   lifter_config = _load(f'{prefix}_lifter').model
   lifter_config.update(lifter_overrides)
-  return msst, hiarm, stages.build_lifter(lifter_config, hierarchy)
+  return msst, hiarm, hipart.build_lifter(lifter_config, hierarchy)
 
 
 def _parameter_counts(msst, hiarm, lifter, hierarchy):
@@ -186,7 +190,7 @@ def _parameter_counts(msst, hiarm, lifter, hierarchy):
       msst=jax.eval_shape(lambda *a: msst.init(key, *a, train=False), *levels),
       hiarm=jax.eval_shape(lambda *a: hiarm.init(key, *a), inputs, confidence, *ids),
       lifter=jax.eval_shape(lambda *a: lifter.init(key, a[0], a[1], dict(
-          zip(stages.LEVELS, a[2:]))), inputs, confidence, *levels))
+          zip(skeleton.LEVELS, a[2:]))), inputs, confidence, *levels))
   return {name: int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(v['params'])))
           for name, v in shapes.items()}
 
@@ -218,11 +222,10 @@ def test_best_metrics_are_evaluated(monkeypatch):
                                            input_pipeline.default_data_config(),
                                            global_batch_size=2, num_local_devices=1))
   batch = {key: value[0] for key, value in batch.items()}
-  msst_config = _load('synthetic_msst').model
-  msst_config.update(TINY_MODELS['msst'])
-  msst = stages.build_msst(msst_config, hierarchy)
+  msst_config = _load('synthetic_msst', 'tiny').model
+  msst = hipart.build_msst(msst_config, hierarchy)
   msst_variables = jax.jit(lambda *a: msst.init(jax.random.key(0), *a, train=False))(
-      *[batch[f'{level}_2d'] for level in stages.LEVELS])
+      *[batch[f'{level}_2d'] for level in skeleton.LEVELS])
 
   def load_frozen(directory, expected_stage, hierarchy_):
     # A freshly initialized tiny tokenizer instead of a trained checkpoint.
@@ -230,11 +233,11 @@ def test_best_metrics_are_evaluated(monkeypatch):
     return dict(msst_variables), {'model': msst_config.to_dict(),
                                   'hierarchy': hierarchy.to_json()}
 
-  monkeypatch.setattr(stages, 'load_frozen', load_frozen)
+  monkeypatch.setattr(checkpoints, 'load_frozen', load_frozen)
   names = {}
   for stage_name in stages.STAGES:
-    config = _load(f'synthetic_{stage_name}', 'sparse' if stage_name == 'lifter' else None)
-    config.model.update(TINY_MODELS[stage_name])
+    config = _load(f'synthetic_{stage_name}',
+                   'sparse,tiny' if stage_name == 'lifter' else 'tiny')
     config.init_from.msst = 'unused'
     names[stage_name] = {f'eval/{n}' for n in _eval_metric_names(
         stages.make_stage(config, hierarchy), batch)}

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hipart_jax import orderings
 from hipart_jax import skeleton
 from hipart_jax.models import decoding
 from hipart_jax.models import hiarm as hiarm_lib
@@ -147,3 +148,49 @@ def test_bad_num_samples_raises(default_model):
     decoding.generate(model, params, *_condition(1, model.hierarchy), jax.random.key(0),
                       num_samples=0)
 
+
+
+# The decoding loop with a fake step function (as flax's lm1b sampler test does it): the
+# step's logits prefer, for each query slot's token t in row b, the id
+# (3 t + sum of the tokens generated so far + b) % V. A query sees only earlier groups, so
+# group mates share the sum; a context slot written back, or a token put at the wrong
+# index, changes every later sum. The expected sequences follow from the groups alone.
+FAKE_VOCAB = 7
+EXPECTED_FAKE_TOKENS = {
+    'hierarchical': [
+        [0, 4, 1, 5, 3, 4, 0, 1, 3, 2, 4, 3, 3, 3, 1, 1, 1, 3, 5, 2, 3, 1, 3, 0, 3],
+        [1, 3, 0, 4, 1, 2, 2, 4, 6, 6, 1, 4, 5, 4, 3, 5, 3, 1, 0, 0, 4, 6, 5, 5, 1]],
+    'center_to_periphery': [
+        [0, 2, 6, 3, 6, 0, 4, 0, 2, 3, 5, 5, 0, 5, 5, 2, 5, 6, 5, 4, 5, 0, 1, 6, 1],
+        [1, 3, 0, 4, 1, 2, 5, 4, 6, 5, 0, 2, 1, 2, 6, 4, 6, 1, 0, 1, 2, 1, 5, 1, 5]],
+    'sparse_to_dense': [
+        [0, 4, 4, 4, 3, 2, 0, 3, 2, 0, 3, 3, 2, 0, 3, 2, 0, 1, 5, 0, 1, 6, 3, 5, 1],
+        [1, 3, 2, 0, 4, 4, 4, 4, 4, 4, 4, 0, 3, 2, 0, 3, 2, 0, 0, 6, 3, 5, 5, 4, 0]],
+    'raster': [
+        [0, 3, 2, 0, 3, 2, 0, 3, 2, 0, 3, 2, 0, 3, 2, 0, 3, 2, 0, 3, 2, 0, 3, 2, 0],
+        [1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5, 6, 1, 5, 6, 1]],
+}
+
+
+def _fake_step_fn(order):
+  step_tokens = jnp.asarray(order.step_tokens)
+
+  def step_fn(tokens, calls, g):
+    slot_tokens = jnp.maximum(step_tokens[g], 0)  # [W]
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    favourite = (3 * slot_tokens[None] + tokens.sum(1, keepdims=True) + rows) % FAKE_VOCAB
+    return 5.0 * jax.nn.one_hot(favourite, FAKE_VOCAB), calls + 1  # [B, W, V]
+
+  return step_fn
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_FAKE_TOKENS))
+def test_decode_with_fake_logits_gives_the_exact_sequence(name):
+  order = orderings.make_ordering(UNEVEN, name)
+  out = jax.jit(lambda rng: decoding.decode(_fake_step_fn(order), order, 2, jnp.int32(0),
+                                            rng, return_logits=True))(jax.random.key(0))
+  np.testing.assert_array_equal(out['tokens'], EXPECTED_FAKE_TOKENS[name])
+  # Every token is scored under the logits it was drawn from: 5 against 0 elsewhere.
+  np.testing.assert_allclose(out['log_probs'], 5.0 - np.log(np.e**5 + FAKE_VOCAB - 1),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(np.argmax(out['logits'], -1), out['tokens'])

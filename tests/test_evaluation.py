@@ -10,11 +10,12 @@ import pytest
 
 import fake_examples
 import pipeline_fixture
+from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
-from hipart_jax import stages
-from hipart_jax.models import pipeline
+from hipart_jax import skeleton
+from hipart_jax.models import hipart
 from launch import evaluate as evaluate_cli
 from tfds_builders.synthetic_poses import synthetic_poses_dataset_builder as builder_lib
 
@@ -35,12 +36,12 @@ def synthetic_tiny(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def hierarchical(tiny_pipeline):
-  return pipeline.load_pipeline(str(tiny_pipeline['lifter_hierarchical']))
+  return checkpoints.load_hipart(str(tiny_pipeline['lifter_hierarchical']))
 
 
 @pytest.fixture(scope='module')
 def sparse(tiny_pipeline):
-  return pipeline.load_pipeline(str(tiny_pipeline['lifter_sparse']))
+  return checkpoints.load_hipart(str(tiny_pipeline['lifter_sparse']))
 
 
 @pytest.fixture(scope='module')
@@ -69,14 +70,14 @@ def test_lift_batch_reads_what_each_mode_needs(hierarchical, sparse, data):
   assert out['hypotheses_3d'].shape == (BATCH, 1, 17, 3)
   # Oracle: the same weights read the ground-truth hierarchy of the batch.
   model, variables, _ = hierarchical
-  oracle = pipeline.HiPART(model.lifter.clone(mode='oracle'), model.msst, model.hiarm)
+  oracle = hipart.HiPART(model.lifter.clone(mode='oracle'), model.msst, model.hiarm)
   out = evaluation.lift_batch(oracle, variables, batch, rng)
-  truth = {level: batch[f'{level}_2d'] for level in stages.LEVELS}
+  truth = {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
   expected = jax.jit(model.lifter.apply)({'params': variables['params']}, batch['inputs_2d'],
                                          batch['inputs_confidence'], truth)
   np.testing.assert_allclose(out['pose_3d'], expected, atol=1e-5)
   with pytest.raises(ValueError, match='ground-truth hierarchy'):
-    pipeline.predict(oracle, variables, np.zeros((1, 17, 2)), np.ones((1, 17)),
+    hipart.predict(oracle, variables, np.zeros((1, 17, 2)), np.ones((1, 17)),
                      np.array([[100, 100]]), rng)
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import pipeline_fixture
+from hipart_jax import checkpoints
 from hipart_jax import drawn_batches
 from hipart_jax import generated_cache
 from hipart_jax import input_pipeline
-from hipart_jax import stages
-from hipart_jax.models import pipeline
+from hipart_jax import skeleton
+from hipart_jax.models import hipart
 from launch import generate
 from tfds_builders.synthetic_poses import synthetic_poses_dataset_builder as builder_lib
 
@@ -104,10 +105,10 @@ def test_rows_match_a_direct_generation(cache, tiny_pipeline):
                                            global_batch_size=NUM_EXAMPLES,
                                            num_local_devices=1))
   batch = {key: value[0] for key, value in batch.items()}
-  model, variables, _ = pipeline.load_pipeline(str(tiny_pipeline['lifter_hierarchical']))
-  direct = jax.jit(functools.partial(stages.generate_hierarchy, model.msst, model.hiarm))(
+  model, variables, _ = checkpoints.load_hipart(str(tiny_pipeline['lifter_hierarchical']))
+  direct = jax.jit(functools.partial(hipart.generate_hierarchy, model.msst, model.hiarm))(
       variables, batch['inputs_2d'], batch['inputs_confidence'], jax.random.key(0))
-  for level in stages.LEVELS:
+  for level in skeleton.LEVELS:
     np.testing.assert_allclose(arrays[f'{level}_2d'], direct[level], atol=1e-4)
   np.testing.assert_allclose(arrays['norm_center'], batch['norm_center'], atol=1e-6)
   np.testing.assert_allclose(arrays['norm_scale'], batch['norm_scale'], atol=1e-6)
@@ -133,7 +134,7 @@ def test_generator_errors(tiny_pipeline, tmp_path, case, message):
 def test_hiarm_with_its_msst_is_the_lifters_generator(tiny_pipeline):
   msst, hiarm, collections, generator, source = generate.load_generator(
       None, str(tiny_pipeline['hiarm']), str(tiny_pipeline['msst']))
-  model, variables, _ = pipeline.load_pipeline(str(tiny_pipeline['lifter_hierarchical']))
+  model, variables, _ = checkpoints.load_hipart(str(tiny_pipeline['lifter_hierarchical']))
   assert (msst, hiarm) == (model.msst, model.hiarm)
   for key in ('frozen_msst', 'frozen_hiarm'):
     for a, b in zip(jax.tree.leaves(collections[key]), jax.tree.leaves(variables[key])):

@@ -12,8 +12,9 @@ import pytest
 
 import fake_examples
 import pipeline_fixture
+from hipart_jax import checkpoints
 from hipart_jax import skeleton
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 from launch import infer
 
 NUM_POSES, BATCH = 7, 3  # Batches of 3, 3 and 1 + 2 padding rows.
@@ -53,14 +54,14 @@ def inputs(tmp_path_factory):
 def test_npz_and_coco_give_the_same_3d_with_one_compile(tiny_pipeline, inputs, tmp_path):
   coco_path, npz_path = inputs
   checkpoint = str(tiny_pipeline['lifter_hierarchical'])
-  before = pipeline.predict._cache_size()  # pylint: disable=protected-access
+  before = hipart.predict._cache_size()  # pylint: disable=protected-access
   from_npz = infer.run(checkpoint=checkpoint, input_path=str(npz_path),
                        output=str(tmp_path / 'a.npz'), batch_size=BATCH, plot=True,
                        num_plot_rows=2)
-  assert pipeline.predict._cache_size() - before == 1  # pylint: disable=protected-access
+  assert hipart.predict._cache_size() - before == 1  # pylint: disable=protected-access
   infer.run(checkpoint=checkpoint, input_path=str(coco_path), output=str(tmp_path / 'b.json'),
             image_size=f'{IMAGE_SIZE[0]},{IMAGE_SIZE[1]}', batch_size=BATCH)
-  assert pipeline.predict._cache_size() - before == 1  # pylint: disable=protected-access
+  assert hipart.predict._cache_size() - before == 1  # pylint: disable=protected-access
   with np.load(tmp_path / 'a.npz') as saved:
     saved = dict(saved)
   output = json.loads((tmp_path / 'b.json').read_text())
@@ -84,15 +85,13 @@ def test_npz_and_coco_give_the_same_3d_with_one_compile(tiny_pipeline, inputs, t
   assert np.abs(saved['sparse_2d'] - saved['keypoints_2d'])[seen].mean() < 300
   assert 'hypotheses_3d' not in saved and 'uncertainty_mm' not in records[0]
   # The padded tail batch gives the last row what a batch of real rows gives it.
-  model, variables, _ = pipeline.load_pipeline(checkpoint)
+  model, variables, _ = checkpoints.load_hipart(checkpoint)
   rows = slice(NUM_POSES - BATCH, NUM_POSES)
-  tail = pipeline.predict(model, variables, saved['keypoints_2d'][rows],
-                          saved['confidence'][rows], saved['image_size'][rows],
-                          jax.random.key(0), temperature=0.0, top_k=0, num_samples=1,
-                          chunk_size=(infer.DEFAULT_CPU_CHUNK
-                                      if jax.default_backend() == 'cpu' else 0))
+  tail = hipart.predict(model, variables, saved['keypoints_2d'][rows],
+                        saved['confidence'][rows], saved['image_size'][rows],
+                        jax.random.key(0), temperature=0.0, top_k=0, num_samples=1)
   np.testing.assert_allclose(tail['pose_3d'], saved['pose_3d'][rows], atol=1e-5)
-  assert pipeline.predict._cache_size() - before == 1  # pylint: disable=protected-access
+  assert hipart.predict._cache_size() - before == 1  # pylint: disable=protected-access
   pngs = sorted(tmp_path.glob('a_*.png'))
   assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
 
@@ -124,9 +123,9 @@ def test_errors_are_one_line(tiny_pipeline, inputs, tmp_path, monkeypatch, case,
   checkpoint = {'missing': tmp_path / 'nowhere', 'msst': tiny_pipeline['msst'],
                 'empty': tmp_path / 'empty'}.get(case, tiny_pipeline['lifter_sparse'])
   if case == 'oracle':  # No oracle run in the fixture: relabel the sparse lifter.
-    model, variables, meta = pipeline.load_pipeline(str(checkpoint))
-    oracle = pipeline.HiPART(model.lifter.clone(mode='oracle'))
-    monkeypatch.setattr(pipeline, 'load_pipeline', lambda _: (oracle, variables, meta))
+    model, variables, meta = checkpoints.load_hipart(str(checkpoint))
+    oracle = hipart.HiPART(model.lifter.clone(mode='oracle'))
+    monkeypatch.setattr(checkpoints, 'load_hipart', lambda _: (oracle, variables, meta))
   input_path = tmp_path / 'none.json' if case == 'input' else npz_path
   output = tmp_path / ('out.csv' if case == 'extension' else 'out.npz')
   with pytest.raises(SystemExit) as info:

@@ -3,7 +3,7 @@
 One pose set (tests/keypoint_files.py: two people, three frames, a missing wrist) is
 written as npz and in each detector format; each file goes through `infer.run` with the
 session's tiny hierarchical lifter. Every run has the same number of rows and batch size,
-so `pipeline.predict` compiles once for the module. The last tests check what the output
+so `hipart.predict` compiles once for the module. The last tests check what the output
 files state about themselves (launch/infer.py's output contract).
 """
 
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 import keypoint_files
+from hipart_jax import checkpoints
 from hipart_jax import skeleton
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 from launch import infer
 
 BATCH = 4  # 6 rows: a full batch and a padded one.
@@ -31,7 +32,7 @@ SAME_ARRAYS = {'pose_3d': 1e-5, 'confidence': 1e-6, 'keypoints_2d': 1e-3, 'spars
 
 
 def _predict_compiles():
-  return pipeline.predict._cache_size()  # pylint: disable=protected-access
+  return hipart.predict._cache_size()  # pylint: disable=protected-access
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +42,7 @@ def checkpoint(tiny_pipeline):
 
 @pytest.fixture(scope='module')
 def from_npz(checkpoint, tmp_path_factory):
-  """infer.run's arrays for the npz file (this run compiles `pipeline.predict`)."""
+  """infer.run's arrays for the npz file (this run compiles `hipart.predict`)."""
   root = tmp_path_factory.mktemp('infer_npz')
   return infer.run(checkpoint=checkpoint, input_path=str(keypoint_files.write_npz(root)),
                    output=str(root / 'poses_3d.npz'), batch_size=BATCH)
@@ -79,7 +80,7 @@ def test_format_lifts_like_the_npz(checkpoint, from_npz, tmp_path, name):
 
 
 def _model_meta(checkpoint):
-  return pipeline.load_pipeline(checkpoint)[2]
+  return checkpoints.load_hipart(checkpoint)[2]
 
 
 def test_npz_output_describes_itself(checkpoint, from_npz, tmp_path_factory):

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
-from hipart_jax.models import pipeline
+from hipart_jax.models import hipart
 from launch import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def test_mpi_inf_3dhp_metrics_by_hand(tiny_pipeline, prepare, tmp_path):
   written = _run(COMMANDS['mpi_inf_3dhp'], checkpoint, tmp_path / 'out', data_dir)
   # The predictions evaluate scored: the same evaluation again, with its arrays.
   spec = protocols.PROTOCOLS['mpi_inf_3dhp']
-  model, variables, meta = pipeline.load_pipeline(str(checkpoint))
+  model, variables, meta = checkpoints.load_hipart(str(checkpoint))
   config = evaluate.data_config_for(spec, meta, str(data_dir))
   source, hierarchy, _ = input_pipeline.load_source(config, spec.split)
   settings = written['settings']

@@ -16,7 +16,6 @@ from tfds_builders.synthetic_poses import motions
 from tfds_builders.synthetic_poses import synthetic_poses_dataset_builder as builder_lib
 
 TINY = next(c for c in builder_lib.SyntheticPoses.BUILDER_CONFIGS if c.name == 'tiny')
-LEVELS = ('sparse', 'dense', 'fine')
 
 
 try:
@@ -74,7 +73,7 @@ def test_load_and_data_source_read_the_same_examples(data_dir, train_examples):
   assert len(loaded) == 4 and len(train_examples) == 72
   for from_load, from_source in zip(loaded, train_examples[:4]):
     assert from_load['subject'] == from_source['subject']
-    for level in LEVELS:
+    for level in skeleton.LEVELS:
       np.testing.assert_array_equal(from_load[f'{level}_3d'], from_source[f'{level}_3d'])
   metadata = builder.info.metadata
   assert pose_features.hierarchy_from_metadata(metadata) == skeleton.default_hierarchy()
@@ -112,7 +111,7 @@ def test_generation_is_deterministic():
 def test_stored_2d_is_the_projection_of_the_stored_3d(train_examples):
   for example in train_examples:
     params = example['camera_params']
-    for level in LEVELS:
+    for level in skeleton.LEVELS:
       projected = geometry.project_to_pixels(
           example[f'{level}_3d'].astype(np.float64), params['focal'], params['center'],
           params['radial'], params['tangential'])
@@ -127,7 +126,7 @@ def test_cameras_agree_on_the_world_pose(train_examples):
   world = collections.defaultdict(list)
   for example in train_examples:
     params = example['camera_params']
-    points = np.concatenate([example[f'{level}_3d'] for level in LEVELS]).astype(np.float64)
+    points = np.concatenate([example[f'{level}_3d'] for level in skeleton.LEVELS]).astype(np.float64)
     world[example['subject'], int(example['action']), int(example['frame'])].append(
         geometry.camera_to_world(points, params['rotation'], params['translation']))
   assert all(len(poses) == TINY.num_cameras for poses in world.values())
@@ -143,7 +142,7 @@ def test_all_points_are_inside_the_image_and_in_front(train_examples):
   for example in train_examples:
     width, height = example['image_size']
     assert (width, height) == (1000, 1002)
-    for level in LEVELS:
+    for level in skeleton.LEVELS:
       pixels = example[f'{level}_2d']
       assert np.all((pixels >= 0) & (pixels <= [width, height])), level
       assert np.all(example[f'{level}_3d'][:, 2] > 1.0), level

@@ -1,4 +1,5 @@
-"""Tests for hipart_jax.train: steps, optimizer, resumption, 1 vs 8 devices, SIGTERM.
+"""Tests for hipart_jax.training: steps, optimizer, resumption, 1 vs 8 devices, SIGTERM,
+non-finite losses.
 
 A toy stage (linear regression of `sparse_3d` from `inputs_2d`, with a running target
 mean kept in a non-param collection and synchronized over devices) stands in for the
@@ -21,22 +22,29 @@ import pytest
 
 import fake_examples
 from hipart_jax import checkpoints
+from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
-from hipart_jax import train
+from hipart_jax.training import loop
+from hipart_jax.training import run as run_lib
+from hipart_jax.training import trainer
 from launch.configs import base
 
-AXIS = train.AXIS
+AXIS = trainer.AXIS
 HIERARCHY = skeleton.default_hierarchy()
 NUM_STEPS = 6
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class ToyStage:
-  """Linear regression sparse_3d ← inputs_2d; 'stats' holds an EMA of the target mean."""
+  """Linear regression sparse_3d ← inputs_2d; 'stats' holds an EMA of the target mean.
 
-  def __init__(self, momentum: float = 0.5):
+  `nan_from_update` > 0 makes the loss NaN from that update on (the NaN switch).
+  """
+
+  def __init__(self, momentum: float = 0.5, nan_from_update: int = 0):
     self.momentum = momentum
+    self.nan_from_update = nan_from_update
 
   def init_variables(self, rng, batch):
     num_in = batch['inputs_2d'][0].size
@@ -55,6 +63,8 @@ class ToyStage:
     errors = self._errors(params, batch)
     loss = jnp.mean(errors ** 2)
     stats = collections['stats']
+    if self.nan_from_update:
+      loss = jnp.where(stats['updates'] + 1 >= self.nan_from_update, jnp.nan, loss)
     batch_mean = lax.pmean(jnp.mean(batch['sparse_3d'].reshape(errors.shape), 0), AXIS)
     new_stats = {'target_mean': self.momentum * stats['target_mean']
                                 + (1 - self.momentum) * batch_mean,
@@ -92,10 +102,11 @@ def sources():
           fake_examples.fake_examples(13, HIERARCHY, seed=2))  # 13: eval has padding.
 
 
-def run(config, workdir):
+def run(config, workdir, stage=None):
   train_source, eval_source = sources()
-  return train.train_and_evaluate(config, workdir, stage=ToyStage(), train_source=train_source,
-                                  eval_source=eval_source, hierarchy=HIERARCHY)
+  return loop.train_and_evaluate(config, workdir, stage=stage or ToyStage(),
+                                 train_source=train_source, eval_source=eval_source,
+                                 hierarchy=HIERARCHY)
 
 
 def read_metrics(workdir):
@@ -113,9 +124,9 @@ def subprocess_main(mode, workdir):
     jax.config.update('jax_num_cpu_devices', 8)
     assert jax.local_device_count() == 8
     results = {}
-    for implementation in ('pmap', 'shard_map'):
+    for implementation in ('pmap',):
       path = pathlib.Path(workdir) / implementation
-      state, eval_metrics = run(make_config(parallelism=implementation), path)
+      state, eval_metrics = run(make_config(), path)
       results[implementation] = dict(
           losses=train_losses(path), eval=eval_metrics,
           params={k: np.asarray(v).tolist() for k, v in state.params.items()},
@@ -165,13 +176,14 @@ def test_train_step_updates_params_and_collections():
   config = make_config()
   config.optimizer.warmup_steps = 0  # A non-zero learning rate from step 0.
   batch = fake_batch(config)
-  state = train.create_train_state(stage, config, jax.random.key(0),
-                                   jax.tree.map(lambda x: x[0], batch))
+  state = trainer.create_train_state(stage, config, jax.random.key(0),
+                                     jax.tree.map(lambda x: x[0], batch))
   before = jax.tree.map(np.asarray, state.params)
-  step = train.parallelize(train.make_train_step(stage), donate_state=True)
+  step = execution.map_step(trainer.make_train_step(stage), donate_state=True)
   new_state, metrics = step(state, batch)
   assert int(new_state.step) == 1
-  assert set(metrics) == {'loss', 'mse', 'rng_sample', 'grad_norm'}
+  assert set(metrics) == {'loss', 'mse', 'rng_sample', 'grad_norm', trainer.FINITE}
+  np.testing.assert_array_equal(metrics.pop(trainer.FINITE), True)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert float(metrics['grad_norm']) > 0
   assert not np.allclose(before['w'], new_state.params['w'])
@@ -184,109 +196,41 @@ def test_train_step_updates_params_and_collections():
   assert float(metrics_2['rng_sample']) != float(metrics['rng_sample'])
 
 
-def test_train_step_compiler_options_reach_xla():
-  """The config's options for this backend reach XLA (this jaxlib accepts them) and leave
-  the numbers unchanged; pmap takes none."""
-  stage = ToyStage()
-  config = make_config()
-  batch = fake_batch(config)
-  state = train.create_train_state(stage, config, jax.random.key(0),
-                                   jax.tree.map(lambda x: x[0], batch))
-  options = train.train_step_compiler_options(config, 'vmap')
-  assert options == ({'xla_cpu_experimental_ynn_fusion_type':
-                      'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
-                     if jax.default_backend() == 'cpu' else None)
-  assert train.train_step_compiler_options(config, 'pmap') is None
-  elsewhere = make_config()
-  elsewhere.train_step_compiler_options = {'tpu': {'a': 1}, 'gpu': {'a': 1}}
-  assert train.train_step_compiler_options(elsewhere, 'vmap') == (
-      None if jax.default_backend() == 'cpu' else {'a': 1})
-  step = train.make_train_step(stage)
-  # An option XLA does not know fails loudly: proof that options are passed through.
-  bad = train.parallelize(step, implementation='vmap',
-                          compiler_options={'xla_no_such_option_hipart': True})
-  with pytest.raises(Exception, match='xla_no_such_option_hipart'):
-    bad(state, batch)
-  with pytest.raises(ValueError, match='pmap'):
-    train.parallelize(step, implementation='pmap', compiler_options={'a': 1})
-  if options:
-    tuned, plain = (train.parallelize(step, implementation='vmap', compiler_options=o)
-                    for o in (options, None))
-    for got, want in zip(jax.tree.leaves(tuned(state, batch)),
-                         jax.tree.leaves(plain(state, batch))):
-      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+def test_first_nonfinite_names_the_loss_or_the_leaf():
+  params = {'a': {'kernel': np.ones(2)}, 'b': np.ones(3)}
+  assert trainer.first_nonfinite(np.array([True, True, True]), params) is None
+  assert trainer.first_nonfinite(np.array([False, False, True]), params) == 'loss'
+  assert trainer.first_nonfinite(np.array([True, True, False]), params) == (
+      "gradient of params['b']")
+  assert trainer.first_nonfinite(np.array([True, False, False]), params) == (
+      "gradient of params['a']['kernel']")
 
 
-def _toy_loss(params, batch, rng):
-  """A valid-masked mean of per-example terms (the `Stage` contract), and a metric."""
-  errors = jnp.sum((batch['x'] @ params['w'] - batch['y']) ** 2, -1) * (
-      1.0 + 0.0 * jax.random.uniform(rng))
-  valid = batch['valid'].astype(jnp.float32)
-  mean = lambda v: jnp.sum(v * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-  loss = mean(errors)
-  return loss, ({'abs_error': mean(jnp.sqrt(errors))}, {'kept': params['w'] * 0 + 1})
-
-
-@pytest.mark.parametrize('microbatch_size', [1, 4, 5, 10])
-def test_microbatches_give_the_whole_batch_values(microbatch_size):
-  """Split in equal or unequal (padded) microbatches, with invalid examples anywhere:
-  the loss, the metrics and the gradients are the whole batch's."""
-  rng = np.random.default_rng(0)
-  params = {'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
-  batch = {'x': jnp.asarray(rng.normal(size=(10, 3)), jnp.float32),
-           'y': jnp.asarray(rng.normal(size=(10, 2)), jnp.float32),
-           'valid': jnp.asarray([True] * 6 + [False, True, True, False])}
-  collections = {'kept': jnp.ones((3, 2))}
-
-  def loss_fn(params, batch, rng):  # Returns the collections it was given.
-    loss, (metrics, _) = _toy_loss(params, batch, rng)
-    return loss, (metrics, collections)
-
-  key = jax.random.key(0)
-  (want_loss, (want_metrics, _)), want_grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(params, batch, key)
-  (loss, (metrics, got_collections)), grads = jax.jit(
-      lambda p, b: train.microbatched_value_and_grad(loss_fn, p, b, key, microbatch_size,
-                                                     collections))(params, batch)
-  np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
-  np.testing.assert_allclose(metrics['abs_error'], want_metrics['abs_error'], rtol=1e-6)
-  np.testing.assert_allclose(grads['w'], want_grads['w'], rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(got_collections['kept'], collections['kept'])
-
-
-def test_microbatches_refuse_a_loss_that_updates_collections():
-  stage = ToyStage()  # Its loss updates an EMA in 'stats'.
-  config = make_config()
-  batch = fake_batch(config)
-  state = train.create_train_state(stage, config, jax.random.key(0),
-                                   jax.tree.map(lambda x: x[0], batch))
-  step = train.parallelize(train.make_train_step(stage, microbatch_size=2))
-  with pytest.raises(ValueError, match='collections'):
-    step(state, batch)
-  with pytest.raises(ValueError, match='>= 0'):
-    train.microbatched_value_and_grad(_toy_loss, {'w': jnp.ones((3, 2))},
-                                      {'valid': jnp.ones(4, bool)}, jax.random.key(0), -1)
-
-
-def test_microbatch_size_per_backend():
-  config = make_config()
-  assert train.train_step_microbatch_size(config) == 0  # base: the whole batch.
-  config.train_step_microbatch_size = {jax.default_backend(): 16, 'other': 8}
-  assert train.train_step_microbatch_size(config) == 16
-  config.train_step_microbatch_size = {'other': 8}
-  assert train.train_step_microbatch_size(config) == 0
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  """The loss turns NaN at update 5: the loop stops naming step 5, and the workdir keeps
+  the step-4 checkpoint (saved every 2 steps), no NaN state."""
+  config = make_config(log_every_steps=3)
+  with pytest.raises(loop.NonFiniteError, match=r'step 5: non-finite loss.*step 4'):
+    run(config, tmp_path, ToyStage(nan_from_update=5))
+  steps = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert max(steps) == 4
+  variables, _ = checkpoints.restore_params(tmp_path, expected_stage='toy')
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(variables))
+  assert int(variables['stats']['updates']) == 4
+  assert max(train_losses(tmp_path)) == 3  # Steps 4-5 were never logged.
 
 
 def test_schedule_and_weight_decay_mask():
   config = make_config()
   config.optimizer.update(lr=0.1, warmup_steps=10, end_lr_factor=0.01, weight_decay=0.5)
-  schedule = train.make_schedule(config.optimizer, 100)
+  schedule = trainer.make_schedule(config.optimizer, 100)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(100)],
                              [0.0, 0.05, 0.1, 0.001], rtol=1e-5)
   config.optimizer.decay_steps = 50
-  np.testing.assert_allclose(train.make_schedule(config.optimizer, 100)(50), 0.001,
+  np.testing.assert_allclose(trainer.make_schedule(config.optimizer, 100)(50), 0.001,
                              rtol=1e-5)
-  tx = train.make_optimizer(config.optimizer, 100)
+  tx = trainer.make_optimizer(config.optimizer, 100)
   params = {'w': jnp.ones((2, 2)), 'b': jnp.ones(2)}
   zeros = jax.tree.map(jnp.zeros_like, params)
   state = tx.init(params)
@@ -371,7 +315,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
   assert process.poll() is None, process.communicate()[1][-3000:]
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == train.PREEMPTED_EXIT_CODE, stderr[-3000:]
+  assert process.returncode == run_lib.PREEMPTED_EXIT_CODE, stderr[-3000:]
   last_logged = max(train_losses(tmp_path))
   steps = [int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
   assert steps and max(steps) >= 3 and max(steps) >= last_logged

@@ -1,4 +1,4 @@
-"""Virtual surface markers: the `markers` dense source of DESIGN.md §3.
+"""Virtual surface markers: the `markers` dense source of docs/DESIGN.md §2.
 
 Each dense point is a marker fixed in the local frame of the bone of its body part, off
 the bone axis, so it moves with the limb's twist and orientation and not only with the

@@ -1,19 +1,24 @@
-"""HiARM generation: one `lax.scan` over the decoding groups, with a key/value cache.
+"""HiARM generation: one `lax.scan` over the decoding groups of an ordering.
 
-Step g embeds the context slots of group g - 1 (their just-sampled tokens) and the query
-slots of group g, packed into W slots (`Ordering.step_tokens`: W = 4 for the
-hierarchical order, 2 for one-token groups), runs only those through every layer
-against the cache (`HiARM.decode_step`), and samples group g from the query outputs:
-greedy when temperature == 0, else temperature sampling with an optional top-k filter. The
-condition's keys/values are computed once, before the scan; K hypotheses per input are
-K repeated rows of one batch. `use_cache=False` is the recompute baseline: every step
-runs the full teacher-forced pass on the current token buffer.
+`decode` is the loop, independent of the network: at step g it calls a step function
+with the tokens generated so far, receives logits for the W packed slots of the step
+(`Ordering.step_tokens`: the context slots of group g - 1, then the query slots of
+group g) and samples the query slots (greedy at temperature 0, else temperature
+sampling with an optional top-k filter). The loop state is a small named structure, so
+the loop compiles once; the step function's own state (HiARM's key/value cache) rides
+along in it untouched.
+
+Two step functions drive HiARM: `cached_step_fn` runs only the step's W slots through
+the network against a key/value cache (`HiARM.decode_step`; the condition's keys and
+values are computed once, before the scan), and `recompute_step_fn` runs the full
+teacher-forced pass on the current token buffer (the baseline). `generate` builds
+K hypotheses per input as K repeated rows of one batch.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -22,7 +27,9 @@ import jax.numpy as jnp
 from hipart_jax import orderings
 from hipart_jax.models import hiarm as hiarm_lib
 
-Array = jnp.ndarray
+Array = jax.Array
+# (tokens [B, T] int32, step state, step g []) -> (logits [B, W, V], step state).
+StepFn = Callable[[Array, Any, Array], tuple[Array, Any]]
 
 
 class DecodeState(NamedTuple):
@@ -30,14 +37,12 @@ class DecodeState(NamedTuple):
 
   Attributes:
     tokens: [B, T] int32 token ids so far (groups not yet generated hold 0).
-    keys, values: per layer head-major [B, H, S + T + W, Dh] cache, condition and
-      context slots then the step's W scratch entries (empty tuples without a cache).
+    step_state: the step function's state (e.g. a key/value cache); opaque here.
     rng: the key for the remaining steps.
   """
 
   tokens: Array
-  keys: tuple[Array, ...]
-  values: tuple[Array, ...]
+  step_state: Any
   rng: jax.Array
 
 
@@ -64,97 +69,114 @@ def _chosen_log_prob(logits: Array, ids: Array) -> Array:
   return jnp.take_along_axis(log_probs, ids[..., None], axis=-1)[..., 0]
 
 
-def _slot_logits(sparse_logits: Array, dense_logits: Array, is_sparse: Array) -> Array:
-  """Each slot's logits from its level's head, padded with -inf to a common width.
-
-  Args:
-    sparse_logits: [B, W, Vs]; dense_logits: [B, W, Vd]; is_sparse: [W] bool.
-  Returns:
-    [B, W, max(Vs, Vd)]; padded ids have probability 0 (never sampled).
-  """
-  width = max(sparse_logits.shape[-1], dense_logits.shape[-1])
-  pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1])),
-                          constant_values=-jnp.inf)
-  return jnp.where(is_sparse[:, None], pad(sparse_logits), pad(dense_logits))
-
-
 def _to_token_order(per_step: Array, order: orderings.Ordering) -> Array:
   """[G, B, W, ...] per-step slot outputs → [B, T, ...] in token order."""
   out = per_step[order.token_group, :, order.token_step_slot]  # [T, B, ...]
   return jnp.moveaxis(out, 0, 1)
 
 
-def _decode(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
-                cond_confidence: Array, condition_cache, rng: jax.Array, *,
-                temperature: float, top_k: int, use_cache: bool,
-                return_logits: bool) -> dict[str, Array]:
-  """Decodes every row of the batch; returns the `generate` dict without the K axis.
+def decode(step_fn: StepFn, order: orderings.Ordering, batch_size: int,
+           step_state: Any, rng: jax.Array, *, temperature: float = 0.0, top_k: int = 0,
+           return_logits: bool = False) -> dict[str, Array]:
+  """Generates every token of `order`, one group per step.
 
   Args:
-    model, variables: the HiARM module and its variables.
-    cond_2d: [N, S, 2]; cond_confidence: [N, S] (N = B K rows).
-    condition_cache: `HiARM.condition_cache` keys/values of these rows (None without
-      use_cache).
+    step_fn: `(tokens [B, T], step_state, g) -> (logits [B, W, V], step_state)`: the
+      logits of step g's W slots (`order.step_tokens[g]`); only those of query slots
+      are sampled.
+    order: the decoding ordering.
+    batch_size: B.
+    step_state: the step function's initial state.
     rng: the key of the whole batch.
-    temperature, top_k, use_cache, return_logits: as in `generate`.
+    temperature, top_k: sampling (see `sample_tokens`).
+    return_logits: also return the logits each token was sampled from.
+  Returns:
+    {'tokens': [B, T] int32, 'log_probs': [B, T] (log-probability of each chosen id,
+    temperature 1, no top-k), and with return_logits 'logits': [B, T, V]}.
   """
-  order = model.decoding_order
-  s, t = order.num_sparse, order.num_tokens
-  batch = cond_2d.shape[0]
+  t = order.num_tokens
   step_tokens = jnp.asarray(order.step_tokens)
   step_streams = jnp.asarray(order.step_streams)
-  token_level = jnp.asarray(order.token_level)
-
-  if use_cache:
-    def empty_tail(cache):  # [B, H, S, Dh] → [B, H, S + T + W, Dh]
-      tail = (batch, model.num_heads, t + order.step_width, model.head_dim)
-      return jnp.concatenate([cache, jnp.zeros(tail, cache.dtype)], axis=2)
-    cache_keys, cache_values = jax.tree.map(empty_tail, condition_cache)
-  else:
-    cache_keys, cache_values = (), ()
-  # Under shard_map the tokens vary over the devices' axes as the inputs do: the scan's
-  # carry must start with the type it ends with.
-  tokens = jnp.zeros((batch, t), jnp.int32)
-  varying = tuple(jax.typeof(cond_2d).manual_axis_type.varying)
-  if varying:
-    tokens = jax.lax.pcast(tokens, varying, to='varying')
-  state = DecodeState(tokens, cache_keys, cache_values, rng)
 
   def step(state: DecodeState, g: Array):
-    slot_tokens, slot_streams = step_tokens[g], step_streams[g]  # [W], -1 padded.
-    safe_tokens = jnp.maximum(slot_tokens, 0)
-    if use_cache:
-      sparse_logits, dense_logits, keys, values = model.apply(
-          variables, state.keys, state.values, g, state.tokens[:, safe_tokens],
-          method=hiarm_lib.HiARM.decode_step)
-    else:
-      keys, values = state.keys, state.values
-      all_sparse, all_dense = model.apply(variables, cond_2d, cond_confidence,
-                                          state.tokens[:, :s], state.tokens[:, s:])
-      sparse_logits = all_sparse[:, jnp.clip(safe_tokens, 0, s - 1)]
-      dense_logits = all_dense[:, jnp.clip(safe_tokens - s, 0, t - s - 1)]
+    logits, step_state = step_fn(state.tokens, state.step_state, g)  # [B, W, V]
     rng, sample_rng = jax.random.split(state.rng)
-    is_sparse = token_level[safe_tokens] == orderings.SPARSE  # [W]
-    logits = _slot_logits(sparse_logits, dense_logits, is_sparse)  # [B, W, Vmax]
     ids = sample_tokens(logits, sample_rng, temperature=temperature, top_k=top_k)
-    # Only query slots are predictions: context and padding slots are dropped.
+    slot_tokens, slot_streams = step_tokens[g], step_streams[g]  # [W], -1 padded.
+    # Only query slots are predictions: context and padding slots write out of bounds.
     is_query = (slot_tokens >= 0) & (slot_streams == orderings.QUERY)
-    write_at = jnp.where(is_query, slot_tokens, t)
-    tokens = state.tokens.at[:, write_at].set(ids, mode='drop')
+    tokens = state.tokens.at[:, jnp.where(is_query, slot_tokens, t)].set(ids, mode='drop')
     outputs = dict(log_probs=_chosen_log_prob(logits, ids))
     if return_logits:
       outputs['logits'] = logits
-    return DecodeState(tokens, keys, values, rng), outputs
+    return DecodeState(tokens, step_state, rng), outputs
 
-  state, per_step = jax.lax.scan(step, state, jnp.arange(order.num_groups))
-  log_probs = _to_token_order(per_step['log_probs'], order)
-  out = dict(sparse_ids=state.tokens[:, :s], dense_ids=state.tokens[:, s:],
-             sparse_log_probs=log_probs[:, :s], dense_log_probs=log_probs[:, s:])
+  initial = DecodeState(jnp.zeros((batch_size, t), jnp.int32), step_state, rng)
+  state, per_step = jax.lax.scan(step, initial, jnp.arange(order.num_groups))
+  out = dict(tokens=state.tokens, log_probs=_to_token_order(per_step['log_probs'], order))
   if return_logits:
-    logits = _to_token_order(per_step['logits'], order)  # [B, T, Vmax]
-    out['sparse_logits'] = logits[:, :s, :model.sparse_vocab_size]
-    out['dense_logits'] = logits[:, s:, :model.dense_vocab_size]
+    out['logits'] = _to_token_order(per_step['logits'], order)
   return out
+
+
+def _slot_logits(model: hiarm_lib.HiARM, sparse_logits: Array, dense_logits: Array,
+                 slot_tokens: Array) -> Array:
+  """Each slot's logits from its level's head, padded with -inf to a common width.
+
+  Args:
+    sparse_logits: [B, W, Vs]; dense_logits: [B, W, Vd]; slot_tokens: [W] (-1 padded).
+  Returns:
+    [B, W, max(Vs, Vd)]; padded ids have probability 0 (never sampled).
+  """
+  level = jnp.asarray(model.decoding_order.token_level)[jnp.maximum(slot_tokens, 0)]
+  width = max(sparse_logits.shape[-1], dense_logits.shape[-1])
+  pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1])),
+                          constant_values=-jnp.inf)
+  return jnp.where((level == orderings.SPARSE)[:, None], pad(sparse_logits),
+                   pad(dense_logits))
+
+
+def cached_step_fn(model: hiarm_lib.HiARM, variables: Any) -> StepFn:
+  """HiARM's cached step: state = (keys, values), per layer [B, H, S + T + W, Dh]."""
+  step_tokens = jnp.asarray(model.decoding_order.step_tokens)
+
+  def step_fn(tokens, cache, g):
+    slot_tokens = step_tokens[g]
+    sparse_logits, dense_logits, keys, values = model.apply(
+        variables, *cache, g, tokens[:, jnp.maximum(slot_tokens, 0)],
+        method=hiarm_lib.HiARM.decode_step)
+    return _slot_logits(model, sparse_logits, dense_logits, slot_tokens), (keys, values)
+
+  return step_fn
+
+
+def recompute_step_fn(model: hiarm_lib.HiARM, variables: Any, cond_2d: Array,
+                      cond_confidence: Array) -> StepFn:
+  """The baseline step: the full teacher-forced pass on the token buffer (no state)."""
+  order = model.decoding_order
+  s, t = order.num_sparse, order.num_tokens
+  step_tokens = jnp.asarray(order.step_tokens)
+
+  def step_fn(tokens, state, g):
+    slot_tokens = jnp.maximum(step_tokens[g], 0)
+    all_sparse, all_dense = model.apply(variables, cond_2d, cond_confidence,
+                                        tokens[:, :s], tokens[:, s:])
+    sparse_logits = all_sparse[:, jnp.clip(slot_tokens, 0, s - 1)]
+    dense_logits = all_dense[:, jnp.clip(slot_tokens - s, 0, t - s - 1)]
+    return _slot_logits(model, sparse_logits, dense_logits, step_tokens[g]), state
+
+  return step_fn
+
+
+def _empty_cache(model: hiarm_lib.HiARM, condition_cache) -> tuple[tuple[Array, ...], ...]:
+  """The condition's keys/values [B, H, S, Dh] → the step cache [B, H, S + T + W, Dh]."""
+  order = model.decoding_order
+
+  def extend(cache):
+    tail = cache.shape[:2] + (order.num_tokens + order.step_width, cache.shape[3])
+    return jnp.concatenate([cache, jnp.zeros(tail, cache.dtype)], axis=2)
+
+  return jax.tree.map(extend, condition_cache)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'temperature', 'top_k', 'num_samples',
@@ -173,12 +195,10 @@ def generate(model: hiarm_lib.HiARM, params: Any, cond_2d: Array, cond_confidenc
     rng: a key for the whole call.
     temperature: 0 for greedy decoding, else the sampling temperature.
     top_k: if > 0, sample only among the top_k most likely ids (temperature > 0).
-    num_samples: K, hypotheses per input. They are decoded as K copies of each input in
-      one batch of B K rows (the condition is encoded once, then repeated), which on
-      CPU compiles about twice as fast as a vmap over K keys and samples identically
-      distributed, independent hypotheses.
-    use_cache: True for the cached decoder; False recomputes the full teacher-forced
-      pass at every step (the baseline, for tests and benchmarks).
+    num_samples: K, hypotheses per input, decoded as K copies of each input in one
+      batch of B K rows (the condition is encoded once, then repeated).
+    use_cache: True for the cached step; False recomputes the full teacher-forced pass
+      at every step (the baseline, for tests and benchmarks).
     return_logits: also return the logits every token was sampled from.
   Returns:
     {'sparse_ids': [B, K, S] int32, 'dense_ids': [B, K, D] int32,
@@ -193,11 +213,21 @@ def generate(model: hiarm_lib.HiARM, params: Any, cond_2d: Array, cond_confidenc
   chex.assert_shape(cond_2d, (batch, model.hierarchy.num_sparse, 2))
   chex.assert_shape(cond_confidence, (batch, model.hierarchy.num_sparse))
   repeat = lambda x: jnp.repeat(x, num_samples, axis=0)  # [B, ...] → [B K, ...]
-  condition_cache = None
   if use_cache:
-    condition_cache = jax.tree.map(repeat, model.apply(
-        variables, cond_2d, cond_confidence, method=hiarm_lib.HiARM.condition_cache))
-  out = _decode(model, variables, repeat(cond_2d), repeat(cond_confidence), condition_cache,
-                rng, temperature=temperature, top_k=top_k, use_cache=use_cache,
-                return_logits=return_logits)
-  return jax.tree.map(lambda x: x.reshape((batch, num_samples) + x.shape[1:]), out)
+    condition_cache = model.apply(variables, cond_2d, cond_confidence,
+                                  method=hiarm_lib.HiARM.condition_cache)
+    step_fn = cached_step_fn(model, variables)
+    step_state = _empty_cache(model, jax.tree.map(repeat, condition_cache))
+  else:
+    step_fn = recompute_step_fn(model, variables, repeat(cond_2d), repeat(cond_confidence))
+    step_state = ()
+  out = decode(step_fn, model.decoding_order, batch * num_samples, step_state, rng,
+               temperature=temperature, top_k=top_k, return_logits=return_logits)
+  s = model.hierarchy.num_sparse
+  result = dict(sparse_ids=out['tokens'][:, :s], dense_ids=out['tokens'][:, s:],
+                sparse_log_probs=out['log_probs'][:, :s],
+                dense_log_probs=out['log_probs'][:, s:])
+  if return_logits:
+    result['sparse_logits'] = out['logits'][:, :s, :model.sparse_vocab_size]
+    result['dense_logits'] = out['logits'][:, s:, :model.dense_vocab_size]
+  return jax.tree.map(lambda x: x.reshape((batch, num_samples) + x.shape[1:]), result)

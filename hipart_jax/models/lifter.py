@@ -18,22 +18,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hipart_jax import skeleton
-from hipart_jax.models import attention
 
 LIFTER_MODES = ('sparse', 'hierarchical', 'oracle')
 
 
 class EncoderBlock(nn.Module):
-  """Pre-LayerNorm transformer encoder block (self-attention + MLP, residuals).
-
-  `attention_batch_chunk` > 0 evaluates the attention that many examples at a time
-  (`attention.batch_chunked_attention`: same result, cache-sized temporaries on CPU).
-  """
+  """Pre-LayerNorm transformer encoder block (self-attention + MLP, residuals)."""
 
   num_heads: int
   mlp_ratio: int
   dropout: float
-  attention_batch_chunk: int = 0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -42,9 +36,7 @@ class EncoderBlock(nn.Module):
     y = nn.LayerNorm()(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
                                         dropout_rate=self.dropout,
-                                        deterministic=not train,
-                                        attention_fn=attention.batch_chunked_attention(
-                                            self.attention_batch_chunk))(y, y)
+                                        deterministic=not train)(y, y)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
     y = nn.LayerNorm()(x)
     y = nn.Dense(width * self.mlp_ratio)(y)
@@ -60,8 +52,6 @@ class Lifter(nn.Module):
     hierarchy: the point hierarchy (sizes of the dense and fine levels).
     mode: one of LIFTER_MODES.
     width, depth, num_heads, mlp_ratio, dropout: transformer size.
-    attention_batch_chunk: examples per attention chunk (see `EncoderBlock`); 0 = the
-      whole batch at once (GPU/TPU).
   """
 
   hierarchy: skeleton.Hierarchy
@@ -71,7 +61,6 @@ class Lifter(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 2
   dropout: float = 0.0
-  attention_batch_chunk: int = 0
 
   def num_points(self) -> int:
     h = self.hierarchy
@@ -115,7 +104,7 @@ class Lifter(nn.Module):
                        (self.num_points(), self.width))
     for i in range(self.depth):
       x = EncoderBlock(self.num_heads, self.mlp_ratio, self.dropout,
-                       self.attention_batch_chunk, name=f'block_{i}')(x, train=train)
+                       name=f'block_{i}')(x, train=train)
     x = nn.LayerNorm(name='head_norm')(x[:, :skeleton.NUM_JOINTS])
     # A zero head starts every pose at the root (see simple_baseline.py).
     pose = nn.Dense(3, kernel_init=nn.initializers.zeros, name='head')(x)  # [B, 17, 3]

@@ -258,25 +258,6 @@ class MSST(nn.Module):
     chex.assert_shape(out['dense_ids'], (sparse_2d.shape[0], h.num_dense))
     return recon, out
 
-  def update_codebooks(self, sparse_embedding: jnp.ndarray, dense_embedding: jnp.ndarray,
-                       valid: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
-    """The codebook update of a training call (apply with mutable=['vq_stats']), from
-    encoder outputs computed earlier against the current codebooks: a batch evaluated
-    in microbatches by a call without the update each, their outputs joined.
-
-    Args:
-      sparse_embedding: [B, S, code_dim], dense_embedding: [B, D, code_dim] (`__call__`'s
-        outputs of those names); valid: optional [B] bool, as in `__call__`.
-    Returns:
-      {sparse,dense}_{perplexity,usage} of the batch, as `__call__` reports them.
-    """
-    out = {}
-    for level, z, vq in (('sparse', sparse_embedding, self.sparse_quantizer),
-                         ('dense', dense_embedding, self.dense_quantizer)):
-      mask = None if valid is None else jnp.broadcast_to(valid[:, None], z.shape[:2])
-      out.update({f'{level}_{key}': value for key, value in vq.update(z, mask).items()})
-    return out
-
   def encode(self, sparse_2d: jnp.ndarray, dense_2d: jnp.ndarray, fine_2d: jnp.ndarray
              ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Token ids of a batch, without dropout or codebook updates.

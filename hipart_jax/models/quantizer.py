@@ -141,28 +141,6 @@ class VectorQuantizer(nn.Module):
     out = dict(ids=ids.reshape(lead), commitment_loss=commitment, **_usage(counts))
     return quantized, out
 
-  def update(self, z: jnp.ndarray, mask: jnp.ndarray | None = None
-             ) -> dict[str, jnp.ndarray]:
-    """The codebook update of a training call, without quantizing: for encoder vectors
-    computed earlier against the current codebook (e.g. a batch's microbatches, joined).
-
-    `__call__(z, mask, train=True)` with 'vq_stats' mutable updates the statistics
-    exactly as `update(z, mask)` does.
-
-    Args:
-      z: [..., C] encoder outputs; mask: [...] or None, as in `__call__`.
-    Returns:
-      {'perplexity': [], 'usage': []} of the (psum-ed) batch histogram.
-    """
-    chex.assert_axis_dimension(z, -1, self.dim)
-    flat, weights = self._flatten(z, mask)
-    ids, _ = self._assign(flat)
-    counts, sums = self._statistics(ids, flat, weights)
-    if self.statistics_axis_name is not None:
-      counts, sums = lax.psum((counts, sums), self.statistics_axis_name)
-    self._update(counts, sums, flat, weights)
-    return _usage(counts)
-
   def _flatten(self, z, mask):
     """[N, C] float32 vectors and [N] float32 weights (1 valid, 0 padding)."""
     flat = z.reshape(-1, self.dim).astype(jnp.float32)

@@ -23,8 +23,6 @@ import jax.numpy as jnp
 from hipart_jax import skeleton
 from hipart_jax.models import lifter as lifter_lib
 
-LEVELS = ('sparse', 'dense', 'fine')
-
 
 class ResidualBlock(nn.Module):
   """x + [linear → norm → ReLU → dropout] × 2, at constant width."""
@@ -78,7 +76,7 @@ class SimpleBaseline(nn.Module):
       if hierarchy_2d is None:
         raise ValueError(f'SimpleBaseline(mode={self.mode!r}) needs hierarchy_2d')
       h = self.hierarchy
-      for level, size in zip(LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
+      for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
         chex.assert_shape(hierarchy_2d[level], (batch, size, 2))
         features.append(hierarchy_2d[level].reshape(batch, -1))
     x = jnp.concatenate(features, axis=-1)  # [B, 17 * 3 (+ 2 * (S + D + F))]

@@ -1,19 +1,27 @@
-"""Defaults shared by every stage; stage configs import `get_config()` and override it.
+"""Defaults shared by every stage, and the blocks the stage configs are built from.
 
-A stage config looks like:
+A stage config is `stage_config(...)` with a dataset, a model block, a loss block and a
+schedule; the blocks are defined once here:
 
-  from launch.configs import base
+  model blocks   `msst_model`, `hiarm_model`, `lifter_model` at a scale: 'paper' (the
+                 paper's sizes, Human3.6M and CMU), 'small' (the embedded synthetic
+                 dataset, minutes on a CPU) or 'tiny' (tests and smoke runs);
+  loss blocks    `msst_loss`, `hiarm_loss`, `lifter_loss`;
+  schedules      `SCHEDULES[name]`: batch sizes, steps, learning rate, log/eval cadence.
 
-  def get_config():
-    config = base.get_config()
-    config.stage = 'msst'
-    config.model = ml_collections.ConfigDict(dict(...))
-    return config
+Every stage config takes the variant `tiny` (e.g. `synthetic_hiarm.py:raster,tiny`):
+the same config at test size (`make_tiny`).
 """
+
+from __future__ import annotations
+
+from typing import Sequence
 
 import ml_collections
 
 from hipart_jax import input_pipeline
+
+TINY = 'tiny'
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,35 +30,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Call jax.distributed.initialize() (also done when JAX_COORDINATOR_ADDRESS is set).
   config.multihost = False
-  # How steps are mapped over local devices (train.parallelize): 'auto' (vmap on a
-  # single device, pmap otherwise), 'pmap', 'shard_map' or 'vmap'.
-  config.parallelism = 'auto'
-  # XLA devices JAX makes of a CPU host (launch/cpu_devices.py; 1: JAX's default, 0: one
-  # per core). With several, 'auto' maps each batch over them with pmap, as on
-  # accelerators. The synthetic HiARM and HiPART lifter configs take one per core: their
-  # train steps ran 1.3-1.5x faster on 2 cores, the MSST and sparse lifter ones 0.83-0.92x
-  # (BENCHMARKS.md, change 12). No effect on GPU/TPU hosts.
-  config.cpu_devices = 1
   config.tensorboard = True  # Also needs the `tensorboard` package.
-  # XLA options of the train step, per backend (the process's default backend picks its
-  # entry; not applied under pmap, which takes none). On CPU, XLA hands reductions to
-  # YNNPACK fusions by default; in our train steps (the backward pass's bias, LayerNorm
-  # and softmax reductions over [batch * points, 64-128 channels]) those run slower than
-  # XLA's own loops. Keeping YNNPACK for the matrix products only made train steps
-  # 1.14x (MSST), 1.01x (HiARM), 1.06x (HiPART lifter) and 1.6x (sparse lifter) faster,
-  # side by side on 2 cores; inference gained nothing, so it keeps XLA's defaults
-  # (BENCHMARKS.md, "Training"). XLA's default (jaxlib 0.10) is
-  # 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'.
-  config.train_step_compiler_options = ml_collections.ConfigDict(dict(
-      cpu=dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')))
-
-  # Examples per microbatch of the train step, per backend like the XLA options
-  # (train.make_train_step: the per-device batch is evaluated that many examples at a
-  # time and the gradients are averaged, the same update); no entry: the whole batch at
-  # once, as does 0. The synthetic MSST, HiARM and HiPART lifter configs set one on
-  # CPU, where a microbatch's activations stay in the caches (BENCHMARKS.md, change 11).
-  # GPU/TPU want the whole batch at once.
-  config.train_step_microbatch_size = ml_collections.ConfigDict(dict(cpu=0, gpu=0, tpu=0))
+  # How steps run on a CPU host (hipart_jax/execution.py; no other backend reads it):
+  # XLA devices (0: one per core), examples per gradient evaluation (0: the whole
+  # batch) and XLA options. YNNPACK fusions are kept for matrix products only, since its
+  # reduction fusions run our backward passes' small reductions slower than XLA's loops.
+  config.execution = ml_collections.ConfigDict(dict(cpu=dict(
+      devices=1, microbatch_size=0, predict_chunk_size=0,
+      compiler_options=dict(
+          xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'))))
 
   # Data: the input pipeline's block (TFDS name, splits, input source, augmentation).
   config.dataset = input_pipeline.default_data_config()
@@ -83,4 +71,140 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()  # Stage-specific.
   # Workdirs (or checkpoint dirs) of earlier stages, e.g. init_from.msst = '/runs/msst'.
   config.init_from = ml_collections.ConfigDict()
+  return config
+
+
+# Model blocks. Paper scale: MSST about 0.85 M parameters (2 x 512 codes of 64 dims),
+# HiARM about 1.26 M, lifter about 0.55 M (tests/test_configs.py counts them).
+_MSST = dict(
+    paper=dict(width=128, num_blocks=2, token_hidden=64, channel_hidden=256, member_dim=32,
+               sparse_codebook_size=512, dense_codebook_size=512, code_dim=64,
+               ema_decay=0.99, dead_after_steps=200, action_token_dim=8),
+    small=dict(width=64, num_blocks=2, token_hidden=64, channel_hidden=128, member_dim=16,
+               sparse_codebook_size=128, dense_codebook_size=128, code_dim=32,
+               ema_decay=0.95, dead_after_steps=50, action_token_dim=4),
+    tiny=dict(width=16, num_blocks=1, token_hidden=16, channel_hidden=16, member_dim=4,
+              sparse_codebook_size=16, dense_codebook_size=16, code_dim=8, ema_decay=0.95,
+              dead_after_steps=50, action_token_dim=4))
+_HIARM = dict(
+    paper=dict(width=128, num_lsab=2, num_gcsab=3, num_heads=8, mlp_ratio=4, dropout=0.1),
+    small=dict(width=64, num_lsab=1, num_gcsab=2, num_heads=4, mlp_ratio=2, dropout=0.0),
+    tiny=dict(width=16, num_lsab=1, num_gcsab=1, num_heads=2, mlp_ratio=2, dropout=0.0))
+_LIFTER = dict(
+    paper=dict(width=128, depth=4, num_heads=8, mlp_ratio=2, dropout=0.1),
+    small=dict(width=64, depth=3, num_heads=4, mlp_ratio=2, dropout=0.0),
+    tiny=dict(width=16, depth=1, num_heads=2, mlp_ratio=2, dropout=0.0))
+
+
+def msst_model(scale: str, num_actions: int) -> ml_collections.ConfigDict:
+  """The tokenizer at `scale`, with a global-alignment head over `num_actions` classes."""
+  return ml_collections.ConfigDict(dict(
+      vq_epsilon=1e-5, codebook_init_stddev=1.0, dropout=0.0, num_actions=num_actions,
+      **_MSST[scale]))
+
+
+def hiarm_model(scale: str, ordering: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(ordering=ordering, embedding_stddev=0.02,
+                                        **_HIARM[scale]))
+
+
+def lifter_model(scale: str, mode: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(mode=mode, **_LIFTER[scale]))
+
+
+def simple_baseline_model(mode: str) -> ml_collections.ConfigDict:
+  """The SimpleBaseline MLP (Martinez et al. 2017: width 1024, two residual blocks)."""
+  return ml_collections.ConfigDict(dict(
+      architecture='simple_baseline', mode=mode, width=1024, num_blocks=2, dropout=0.25))
+
+
+def msst_loss() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      sparse=1.0, commitment=0.25, local_alignment=0.01, global_alignment=0.01,
+      la_temperature=0.1))
+
+
+def hiarm_loss(label_smoothing: float) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(dense_weight=1.0, label_smoothing=label_smoothing))
+
+
+def lifter_loss() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(bone_weight=0.0, generation_temperature=0.0))
+
+
+# Schedules: (batch_size, eval_batch_size, num_train_steps, lr, warmup_steps,
+# log_every_steps, eval_every_steps, checkpoint_every_steps).
+_SCHEDULE_KEYS = ('batch_size', 'eval_batch_size', 'num_train_steps', 'lr', 'warmup_steps',
+                  'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps')
+SCHEDULES = {
+    'synthetic_msst': (128, 256, 1_500, 2e-3, 100, 50, 500, 500),
+    'synthetic_hiarm': (128, 256, 1_500, 2e-3, 100, 50, 500, 500),
+    'synthetic_lifter': (128, 256, 1_500, 1e-3, 100, 50, 500, 500),
+    # Human3.6M: about 1.56 M (frame, camera) training examples, 6 100 steps an epoch.
+    'h36m_msst': (256, 512, 100_000, 1e-3, 1_000, 200, 10_000, 2_000),
+    'h36m': (256, 512, 200_000, 1e-3, 2_000, 200, 20_000, 2_000),
+    # CMU clips (multi_subject): 77 108 training examples, 602 steps an epoch.
+    'cmu_msst': (128, 256, 20_000, 1e-3, 500, 100, 2_000, 1_000),
+    'cmu': (128, 256, 20_000, 1e-3, 500, 100, 4_000, 1_000),
+}
+# What each stage keeps as its best checkpoint.
+BEST_METRIC = {'msst': 'eval/recon_fine_px', 'hiarm': 'eval/loss',
+               'lifter': 'eval/mpjpe_mm'}
+# Earlier stages each stage loads (config.init_from.<name>: their workdirs, required).
+INIT_FROM = {'msst': (), 'hiarm': ('msst',), 'lifter': ('msst', 'hiarm')}
+
+
+def stage_config(stage: str, *, dataset: str, model: ml_collections.ConfigDict,
+                 loss: ml_collections.ConfigDict, schedule: str,
+                 input_source: str | None = None) -> ml_collections.ConfigDict:
+  """A stage's config: `get_config()` with its dataset, blocks and schedule."""
+  config = get_config()
+  config.stage = stage
+  config.dataset.name = dataset
+  if input_source is not None:
+    config.dataset.input_source = input_source
+  config.model = model
+  config.loss = loss
+  values = dict(zip(_SCHEDULE_KEYS, SCHEDULES[schedule]))
+  config.optimizer.lr = values.pop('lr')
+  config.optimizer.warmup_steps = values.pop('warmup_steps')
+  config.update(values)
+  config.best_metric = BEST_METRIC[stage]
+  for name in INIT_FROM[stage]:
+    config.init_from[name] = ''
+  return config
+
+
+def parse_variant(arg: str | None, choices: Sequence[str], default: str
+                  ) -> tuple[str, bool]:
+  """'raster,tiny' → ('raster', True): a config argument's choice and the tiny flag."""
+  parts = [part for part in (arg or '').split(',') if part]
+  tiny = TINY in parts
+  parts = [part for part in parts if part != TINY]
+  if len(parts) > 1 or (parts and parts[0] not in choices):
+    raise ValueError(f'config argument {arg!r}: expected one of {tuple(choices)}, '
+                     f'optionally with ",{TINY}"')
+  return (parts[0] if parts else default), tiny
+
+
+def make_tiny(config: ml_collections.ConfigDict, steps: int = 4
+              ) -> ml_collections.ConfigDict:
+  """The config at test size: tiny model, batches of 16, `steps` steps, every step
+  logged at the end, no TensorBoard, no prefetch thread."""
+  kept = {'mode': config.model.get('mode'), 'ordering': config.model.get('ordering'),
+          'num_actions': config.model.get('num_actions')}
+  tiny_lifter = lambda: lifter_model(TINY, kept['mode'])
+  if config.model.get('architecture') == 'simple_baseline':
+    tiny_lifter = lambda: ml_collections.ConfigDict(dict(
+        simple_baseline_model(kept['mode']).to_dict(), width=16))
+  builders = {'msst': lambda: msst_model(TINY, kept['num_actions']),
+              'hiarm': lambda: hiarm_model(TINY, kept['ordering']),
+              'lifter': tiny_lifter}
+  config.model = builders[config.stage]()
+  config.batch_size = config.eval_batch_size = 16
+  config.num_train_steps = steps
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+  config.optimizer.warmup_steps = 2
+  config.tensorboard = False
+  config.dataset.prefetch_batches = 0
   return config

@@ -15,10 +15,7 @@ HiARM are the small synthetic-config sizes; the lifters read stored augmented dr
 
 import ml_collections
 
-from launch.configs import cmu_lifter
-from launch.configs import synthetic_hiarm
-from launch.configs import synthetic_lifter
-from launch.configs import synthetic_msst
+from launch.configs import base
 
 
 def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
@@ -35,18 +32,18 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   c.orderings = ('hierarchical', 'raster')  # HiARMs trained; the first feeds HiPART.
 
   c.msst = ml_collections.ConfigDict(dict(
-      model=synthetic_msst.msst_model(num_actions=0).to_dict(), loss=synthetic_msst.msst_loss(),
+      model=base.msst_model('small', num_actions=0).to_dict(), loss=base.msst_loss(),
       steps=1_600, batch_size=128, lr=2e-3, evals=8))
   c.hiarm = ml_collections.ConfigDict(dict(
-      model=synthetic_hiarm.hiarm_model('hierarchical').to_dict(), steps=1_200,
+      model=base.hiarm_model('small', 'hierarchical').to_dict(), steps=1_200,
       batch_size=128, lr=1e-3, evals=6))
   # Augmented copies of every training example, each with its generated hierarchy.
   c.num_draws = 4
   # The lifters: the SimpleBaseline MLP and the transformer on the 17 input joints
   # (the baselines), and HiPART and the oracle with `hipart_architecture`.
   c.lifters = ml_collections.ConfigDict(dict(
-      mlp=cmu_lifter.simple_baseline_model('sparse').to_dict(),
-      transformer=synthetic_lifter.lifter_model('sparse').to_dict()))
+      mlp=base.simple_baseline_model('sparse').to_dict(),
+      transformer=base.lifter_model('small', 'sparse').to_dict()))
   c.hipart_architecture = 'mlp'  # 'mlp' or 'transformer': the lifter HiPART and the oracle use.
   c.lifter_steps = 3_000
   c.lifter_batch_size = 256

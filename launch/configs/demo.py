@@ -14,7 +14,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.batch_size = 64
   config.eval_batch_size = 512
   # Training steps per stage, sized for the whole demo to take under 10 minutes on 2 CPU
-  # cores (9 min 21 s measured with 400 lifter steps on an idle 2-core EPYC: too tight).
+  # cores.
   config.msst_steps = 400
   config.hiarm_steps = 400
   config.lifter_steps = 300

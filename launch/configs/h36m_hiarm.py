@@ -4,38 +4,21 @@
       --config.init_from.msst=/runs/h36m/msst
 
 `--config=launch/configs/h36m_hiarm.py:raster` (or center_to_periphery, sparse_to_dense)
-switches the decoding order. Conditioned on CPN detections with the pipeline's
-occlusion, noise and flips (the default augmentation).
+switches the decoding order; `,tiny` gives the test-size variant. Conditioned on CPN
+detections with the pipeline's occlusion, noise and flips (the default augmentation).
 """
 
 import ml_collections
 
+from hipart_jax import orderings
 from launch.configs import base
 from launch.configs import h36m_msst
 
 
-def hiarm_model(ordering: str) -> ml_collections.ConfigDict:
-  """The paper-scale HiARM (about 1.26 M parameters)."""
-  return ml_collections.ConfigDict(dict(
-      ordering=ordering, width=128, num_lsab=2, num_gcsab=3, num_heads=8, mlp_ratio=4,
-      dropout=0.1, embedding_stddev=0.02))
-
-
-def get_config(ordering: str = 'hierarchical') -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.stage = 'hiarm'
-  config.dataset.name = h36m_msst.DATASET
-  config.dataset.input_source = h36m_msst.INPUT_SOURCE
-  config.model = hiarm_model(ordering or 'hierarchical')
-  config.loss = ml_collections.ConfigDict(dict(dense_weight=1.0, label_smoothing=0.1))
-  config.init_from.msst = ''  # Workdir of the stage-1 run (required).
-  config.batch_size = 256
-  config.eval_batch_size = 512
-  config.num_train_steps = 200_000
-  config.optimizer.lr = 1e-3
-  config.optimizer.warmup_steps = 2_000
-  config.log_every_steps = 200
-  config.eval_every_steps = 20_000
-  config.checkpoint_every_steps = 2_000
-  config.best_metric = 'eval/loss'
-  return config
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  ordering, tiny = base.parse_variant(arg, orderings.ORDERING_NAMES, 'hierarchical')
+  config = base.stage_config('hiarm', dataset=h36m_msst.DATASET,
+                             input_source=h36m_msst.INPUT_SOURCE, schedule='h36m',
+                             model=base.hiarm_model('paper', ordering),
+                             loss=base.hiarm_loss(label_smoothing=0.1))
+  return base.make_tiny(config) if tiny else config

@@ -1,4 +1,4 @@
-"""The `skeleton` dense source: dense and fine points along the bones (DESIGN.md §3).
+"""The `skeleton` dense source: dense and fine points along the bones (docs/DESIGN.md §2).
 
 Every dense point of part j lies on the bone parent(j) → j, followed along that bone's
 *chain* of joints of the dataset's richest skeleton (a polyline: for Human3.6M the

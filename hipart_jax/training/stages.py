@@ -1,4 +1,4 @@
-"""The three training stages of HiPART, as `train.Stage` implementations.
+"""The three training stages of HiPART, as `trainer.Stage` implementations.
 
   msst:   the multi-scale skeleton tokenizer (stage 1), trained on ground-truth
           hierarchies.
@@ -15,10 +15,9 @@ models' configs travel in the checkpoint's meta (`Stage.meta`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -27,64 +26,10 @@ from hipart_jax import checkpoints
 from hipart_jax import losses
 from hipart_jax import metrics
 from hipart_jax import skeleton
-from hipart_jax import train
 from hipart_jax.models import decoding
-from hipart_jax.models import hiarm as hiarm_lib
-from hipart_jax.models import lifter as lifter_lib
+from hipart_jax.models import hipart
 from hipart_jax.models import msst as msst_lib
-from hipart_jax.models import simple_baseline
-
-LEVELS = ('sparse', 'dense', 'fine')
-
-
-def _model_kwargs(model_config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict:
-  if isinstance(model_config, ml_collections.ConfigDict):
-    model_config = model_config.to_dict()
-  return dict(model_config)
-
-
-def build_msst(model_config, hierarchy: skeleton.Hierarchy, *,
-               statistics_axis_name: str | None = None) -> msst_lib.MSST:
-  return msst_lib.MSST(hierarchy=hierarchy, statistics_axis_name=statistics_axis_name,
-                       **_model_kwargs(model_config))
-
-
-def build_hiarm(model_config, hierarchy: skeleton.Hierarchy,
-                msst: msst_lib.MSST) -> hiarm_lib.HiARM:
-  """HiARM whose vocabularies are the tokenizer's codebooks."""
-  return hiarm_lib.HiARM(hierarchy=hierarchy, sparse_vocab_size=msst.sparse_codebook_size,
-                         dense_vocab_size=msst.dense_codebook_size,
-                         **_model_kwargs(model_config))
-
-
-# The lifter networks by `model.architecture`; both take the same inputs and modes.
-LIFTER_ARCHITECTURES = {'transformer': lifter_lib.Lifter,
-                        'simple_baseline': simple_baseline.SimpleBaseline}
-
-
-def build_lifter(model_config, hierarchy: skeleton.Hierarchy
-                 ) -> lifter_lib.Lifter | simple_baseline.SimpleBaseline:
-  """The lifter of `model_config` ('architecture' defaults to the transformer)."""
-  kwargs = _model_kwargs(model_config)
-  architecture = kwargs.pop('architecture', 'transformer')
-  if architecture not in LIFTER_ARCHITECTURES:
-    raise ValueError(f'lifter model.architecture={architecture!r}; expected one of '
-                     f'{sorted(LIFTER_ARCHITECTURES)}')
-  return LIFTER_ARCHITECTURES[architecture](hierarchy=hierarchy, **kwargs)
-
-
-def load_frozen(directory: str, expected_stage: str, hierarchy: skeleton.Hierarchy
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(variables, meta) of an earlier stage's checkpoint; checks the hierarchy matches."""
-  if not directory:
-    raise ValueError(f'config.init_from.{expected_stage} must name the workdir of a '
-                     f'trained {expected_stage!r} stage')
-  variables, meta = checkpoints.restore_params(directory, expected_stage=expected_stage)
-  saved = skeleton.Hierarchy.from_json(meta['hierarchy'])
-  if saved != hierarchy:
-    raise ValueError(f'{directory}: the {expected_stage} checkpoint was trained on another '
-                     'hierarchy than this dataset\'s')
-  return variables, meta
+from hipart_jax.training import trainer
 
 
 def pixel_and_mm_errors(pred: jnp.ndarray, batch: Mapping[str, jnp.ndarray],
@@ -113,12 +58,28 @@ def pixel_and_mm_errors(pred: jnp.ndarray, batch: Mapping[str, jnp.ndarray],
   return losses.masked_mean(pixels, valid), losses.masked_mean(mm, valid)
 
 
+class MSSTLosses(NamedTuple):
+  """One MSST pass: its loss and metrics, the reconstruction and the codebook update.
+
+  Attributes:
+    loss: [] the stage-1 objective (`losses.msst_loss`).
+    metrics: {name: []}.
+    recon: {'sparse': [B, S, 2], 'dense': [B, D, 2], 'fine': [B, F, 2]}.
+    collections: the updated 'vq_stats' ({} unless training).
+  """
+  loss: jax.Array
+  metrics: dict[str, jax.Array]
+  recon: dict[str, jax.Array]
+  collections: dict[str, Any]
+
+
 class MSSTStage:
   """Stage 1: reconstruct ground-truth hierarchies through the two codebooks."""
 
   def __init__(self, config: ml_collections.ConfigDict, hierarchy: skeleton.Hierarchy):
     self.hierarchy = hierarchy
-    self.model = build_msst(config.model, hierarchy, statistics_axis_name=train.AXIS)
+    self.model = hipart.build_msst(config.model, hierarchy,
+                                   statistics_axis_name=trainer.AXIS)
     self.eval_model = self.model.clone(statistics_axis_name=None)
     self.loss_weights = config.loss.to_dict()
 
@@ -126,58 +87,30 @@ class MSSTStage:
     return {}
 
   def _levels(self, batch):
-    return [batch[f'{level}_2d'] for level in LEVELS]
+    return [batch[f'{level}_2d'] for level in skeleton.LEVELS]
 
   def init_variables(self, rng, batch):
     params_rng, dropout_rng = jax.random.split(rng)
     return dict(self.eval_model.init({'params': params_rng, 'dropout': dropout_rng},
                                      *self._levels(batch), train=False))
 
-  def _losses(self, model, variables, batch, rng, train, update_codebooks=True):
-    """(loss, metrics, recon, new 'vq_stats' ({} unless training and updating), the
-    model's `out`)."""
+  def _losses(self, model, variables, batch, rng, train) -> MSSTLosses:
     (recon, out), new_collections = model.apply(
         variables, *self._levels(batch), train=train, valid=batch['valid'],
-        rngs={'dropout': rng}, mutable=['vq_stats'] if train and update_codebooks else [])
+        rngs={'dropout': rng}, mutable=['vq_stats'] if train else [])
     loss, stage_metrics = losses.msst_loss(recon, out, batch, self.loss_weights,
                                            dense_part=self.hierarchy.dense_part_array)
-    return loss, stage_metrics, recon, new_collections, out
+    return MSSTLosses(loss, stage_metrics, recon, dict(new_collections))
 
   def loss_fn(self, params, collections, batch, rng, train):
-    loss, stage_metrics, _, new_collections, _ = self._losses(
-        self.model, {'params': params, **collections}, batch, rng, train)
-    return loss, (stage_metrics, {**collections, **new_collections})
-
-  # Microbatched train steps (train.make_train_step): each microbatch computes its loss
-  # against the current codebooks without updating them, and the codebooks are then
-  # updated once from the whole batch's encoder outputs, as `loss_fn` would.
-
-  def microbatch_loss_fn(self, params, collections, batch, rng):
-    """`loss_fn(train=True)` without the codebook update: (loss, (metrics, encoder
-    outputs {'sparse_embedding': [b, S, C], 'dense_embedding': [b, D, C]}))."""
-    loss, stage_metrics, _, _, out = self._losses(
-        self.model, {'params': params, **collections}, batch, rng, True,
-        update_codebooks=False)
-    embeddings = {key: lax.stop_gradient(out[key])
-                  for key in ('sparse_embedding', 'dense_embedding')}
-    return loss, (stage_metrics, embeddings)
-
-  def update_collections(self, params, collections, embeddings, batch):
-    """The codebook update from the whole batch's `microbatch_loss_fn` outputs:
-    (new collections, the batch's perplexity_* and usage_* metrics)."""
-    out, new_collections = self.model.apply(
-        {'params': params, **collections}, embeddings['sparse_embedding'],
-        embeddings['dense_embedding'], batch['valid'],
-        method=msst_lib.MSST.update_codebooks, mutable=['vq_stats'])
-    stage_metrics = {f'{key}_{level}': out[f'{level}_{key}']
-                     for level in ('sparse', 'dense') for key in ('perplexity', 'usage')}
-    return {**collections, **new_collections}, stage_metrics
+    result = self._losses(self.model, {'params': params, **collections}, batch, rng, train)
+    return result.loss, (result.metrics, {**collections, **result.collections})
 
   def eval_metrics(self, variables, batch):
-    _, stage_metrics, recon, _, _ = self._losses(self.eval_model, variables, batch,
-                                                 jax.random.key(0), False)
-    for level in LEVELS:
-      pixels, mm = pixel_and_mm_errors(recon[level], batch, level)
+    result = self._losses(self.eval_model, variables, batch, jax.random.key(0), False)
+    stage_metrics = result.metrics
+    for level in skeleton.LEVELS:
+      pixels, mm = pixel_and_mm_errors(result.recon[level], batch, level)
       stage_metrics[f'recon_{level}_px'] = pixels
       stage_metrics[f'recon_{level}_mm_equivalent'] = mm
     return stage_metrics
@@ -188,11 +121,11 @@ class HiARMStage:
 
   def __init__(self, config: ml_collections.ConfigDict, hierarchy: skeleton.Hierarchy):
     self.hierarchy = hierarchy
-    self.msst_variables, msst_meta = load_frozen(config.init_from.get('msst'), 'msst',
-                                                 hierarchy)
-    self.msst = build_msst(msst_meta['model'], hierarchy)
+    self.msst_variables, msst_meta = checkpoints.load_frozen(
+        config.init_from.get('msst'), 'msst', hierarchy)
+    self.msst = hipart.build_msst(msst_meta['model'], hierarchy)
     self.msst_config = msst_meta['model']
-    self.model = build_hiarm(config.model, hierarchy, self.msst)
+    self.model = hipart.build_hiarm(config.model, hierarchy, self.msst)
     self.dense_weight = config.loss.dense_weight
     self.label_smoothing = config.loss.label_smoothing
 
@@ -202,7 +135,7 @@ class HiARMStage:
   def targets(self, collections, batch):
     """Token ids of the ground-truth hierarchy: ([B, S], [B, D]) int32."""
     return self.msst.apply(collections['frozen_msst'],
-                           *[batch[f'{level}_2d'] for level in LEVELS],
+                           *[batch[f'{level}_2d'] for level in skeleton.LEVELS],
                            method=msst_lib.MSST.encode)
 
   def init_variables(self, rng, batch):
@@ -240,39 +173,13 @@ class HiARMStage:
     stage_metrics['loss'] = loss
     generated = decoding.generate(self.model, params, batch['inputs_2d'],
                                   batch['inputs_confidence'], jax.random.key(0))
-    recon = self.msst.apply(variables['frozen_msst'], generated['sparse_ids'][:, 0],
-                            generated['dense_ids'][:, 0], method=msst_lib.MSST.decode)
-    for level in LEVELS:
+    recon = hipart.decode_tokens(self.msst, variables['frozen_msst'],
+                                 generated['sparse_ids'][:, 0], generated['dense_ids'][:, 0])
+    for level in skeleton.LEVELS:
       pixels, mm = pixel_and_mm_errors(recon[level], batch, level)
       stage_metrics[f'generated_{level}_px'] = pixels
       stage_metrics[f'generated_{level}_mm_equivalent'] = mm
     return stage_metrics
-
-
-def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
-                       collections: Mapping[str, Any], inputs_2d: jnp.ndarray,
-                       inputs_confidence: jnp.ndarray, rng: jax.Array, *,
-                       temperature: float = 0.0, top_k: int = 0,
-                       num_samples: int = 1) -> dict[str, jnp.ndarray]:
-  """Frozen MSST + HiARM: input joints → K generated hierarchies in the model frame.
-
-  Args:
-    msst, hiarm: the frozen modules.
-    collections: {'frozen_msst': variables, 'frozen_hiarm': variables}.
-    inputs_2d: [B, 17, 2] model frame; inputs_confidence: [B, 17].
-    rng: sampling key (unused when temperature == 0).
-  Returns:
-    {'sparse': [B, K, S, 2], 'dense': [B, K, D, 2], 'fine': [B, K, F, 2]}.
-  """
-  generated = decoding.generate(hiarm, collections['frozen_hiarm'], inputs_2d,
-                                inputs_confidence, rng, temperature=temperature,
-                                top_k=top_k, num_samples=num_samples)
-  batch, k = generated['sparse_ids'].shape[:2]
-  flat = lambda x: x.reshape((batch * k,) + x.shape[2:])
-  recon = msst.apply(collections['frozen_msst'], flat(generated['sparse_ids']),
-                     flat(generated['dense_ids']), method=msst_lib.MSST.decode)
-  recon = jax.tree.map(lambda x: x.reshape((batch, k) + x.shape[1:]), recon)
-  return jax.lax.stop_gradient(recon)
 
 
 class LifterStage:
@@ -280,18 +187,18 @@ class LifterStage:
 
   def __init__(self, config: ml_collections.ConfigDict, hierarchy: skeleton.Hierarchy):
     self.hierarchy = hierarchy
-    self.model = build_lifter(config.model, hierarchy)
+    self.model = hipart.build_lifter(config.model, hierarchy)
     self.mode = self.model.mode
     self.temperature = config.loss.get('generation_temperature', 0.0)
     self.frozen: dict[str, Any] = {}
     self.frozen_configs: dict[str, Any] = {}
     if self.mode == 'hierarchical':
-      msst_variables, msst_meta = load_frozen(config.init_from.get('msst'), 'msst',
-                                              hierarchy)
-      hiarm_variables, hiarm_meta = load_frozen(config.init_from.get('hiarm'), 'hiarm',
-                                                hierarchy)
-      self.msst = build_msst(msst_meta['model'], hierarchy)
-      self.hiarm = build_hiarm(hiarm_meta['model'], hierarchy, self.msst)
+      msst_variables, msst_meta = checkpoints.load_frozen(
+          config.init_from.get('msst'), 'msst', hierarchy)
+      hiarm_variables, hiarm_meta = checkpoints.load_frozen(
+          config.init_from.get('hiarm'), 'hiarm', hierarchy)
+      self.msst = hipart.build_msst(msst_meta['model'], hierarchy)
+      self.hiarm = hipart.build_hiarm(hiarm_meta['model'], hierarchy, self.msst)
       self.frozen = {'frozen_msst': msst_variables, 'frozen_hiarm': hiarm_variables}
       self.frozen_configs = {'msst': msst_meta['model'], 'hiarm': hiarm_meta['model']}
     self.bone_weight = config.loss.get('bone_weight', 0.0)
@@ -304,12 +211,12 @@ class LifterStage:
     if self.mode == 'sparse':
       return None
     if self.mode == 'oracle':
-      return {level: batch[f'{level}_2d'] for level in LEVELS}
+      return {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
     if 'generated_sparse_2d' in batch:  # Stored draws (`augmented_draws`).
-      return {level: batch[f'generated_{level}_2d'] for level in LEVELS}
-    generated = generate_hierarchy(self.msst, self.hiarm, collections, batch['inputs_2d'],
-                                   batch['inputs_confidence'], rng,
-                                   temperature=self.temperature)
+      return {level: batch[f'generated_{level}_2d'] for level in skeleton.LEVELS}
+    generated = hipart.generate_hierarchy(self.msst, self.hiarm, collections,
+                                          batch['inputs_2d'], batch['inputs_confidence'],
+                                          rng, temperature=self.temperature)
     return jax.tree.map(lambda x: x[:, 0], generated)
 
   def init_variables(self, rng, batch):
@@ -354,7 +261,7 @@ STAGES = {'msst': MSSTStage, 'hiarm': HiARMStage, 'lifter': LifterStage}
 
 
 def make_stage(config: ml_collections.ConfigDict, hierarchy: skeleton.Hierarchy):
-  """The `train.Stage` named by `config.stage`."""
+  """The `trainer.Stage` named by `config.stage`."""
   if config.stage not in STAGES:
     raise ValueError(f'config.stage={config.stage!r}; expected one of {sorted(STAGES)}')
   return STAGES[config.stage](config, hierarchy)
