@@ -64,7 +64,9 @@ def test_npz_and_coco_give_the_same_3d_with_one_compile(tiny_pipeline, inputs, t
   assert hipart.predict._cache_size() - before == 1  # pylint: disable=protected-access
   with np.load(tmp_path / 'a.npz') as saved:
     saved = dict(saved)
-  records = json.loads((tmp_path / 'b.json').read_text())['poses']
+  output = json.loads((tmp_path / 'b.json').read_text())
+  assert output['meta']['units'] == 'meters'
+  records = output['poses']
   assert len(records) == NUM_POSES == len(saved['pose_3d'])
   np.testing.assert_allclose(np.asarray([r['pose_3d'] for r in records]), saved['pose_3d'],
                              atol=1e-5)

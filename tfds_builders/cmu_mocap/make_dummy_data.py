@@ -22,6 +22,8 @@ AMC_CLIPS = tuple(f'01_{trial:02d}' for trial in range(1, 13))
 BVH_CLIPS = ('131_01',)
 MOTIONBUILDER_CLIP = '02_01'
 DAZ_CLIP = '10_04'
+MULTI_SUBJECT_TEST_MOTIONBUILDER = ('06_01', '09_01')
+MULTI_SUBJECT_TEST_DAZ = '13_11'
 # Random joint angles are drawn uniformly from ±MAX_ANGLE degrees.
 MAX_ANGLE = 15.0
 
@@ -253,6 +255,12 @@ def main() -> None:
   (bvh_dir / f'{MOTIONBUILDER_CLIP}.bvh').write_text(
       bvh_text(rng, motionbuilder_tree(), lead_in_rest=True))
   (bvh_dir / f'{DAZ_CLIP}.bvh').write_text(bvh_text(rng, daz_tree(), root_height=95.0))
+  # One clip per `multi_subject` test subject, so its protocol's command runs on dummy data.
+  for clip in MULTI_SUBJECT_TEST_MOTIONBUILDER:
+    (bvh_dir / f'{clip}.bvh').write_text(
+        bvh_text(rng, motionbuilder_tree(), lead_in_rest=True))
+  (bvh_dir / f'{MULTI_SUBJECT_TEST_DAZ}.bvh').write_text(
+      bvh_text(rng, daz_tree(), root_height=95.0))
 
 
 if __name__ == '__main__':
