@@ -252,7 +252,7 @@ def test_bench_and_trainer_import_without_tfds():
             raise ImportError('blocked ' + name)
       sys.meta_path.insert(0, Block())
       import bench.training, bench.inference, bench.decoding, bench.roofline
-      import hipart_jax.train, hipart_jax.stages, launch.infer
+      import hipart_jax.training.loop, hipart_jax.training.stages, launch.infer
       ''')
   subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)
 
