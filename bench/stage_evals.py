@@ -67,7 +67,7 @@ class HiARMEval:
 
   Teacher-forced cross-entropy and token accuracy (`HiARMStage.loss_fn`), then the
   generated tokens: their accuracy against the tokenizer's tokens of the ground truth,
-  and the error of their decoded hierarchy per level (`stages.pixel_and_mm_errors`).
+  and the error of their decoded hierarchy per level (`stages.level_errors`).
   """
 
   def __init__(self, stage: stages.HiARMStage):
@@ -86,10 +86,7 @@ class HiARMEval:
       out[f'generated_{level}_token_accuracy'] = losses.masked_mean(correct, batch['valid'])
     recon = hipart.decode_tokens(stage.msst, variables['frozen_msst'], sparse_ids,
                                  dense_ids)
-    for level in skeleton.LEVELS:
-      pixels, mm = stages.pixel_and_mm_errors(recon[level], batch, level)
-      out[f'generated_{level}_px'] = pixels
-      out[f'generated_{level}_mm_equivalent'] = mm
+    out.update(stages.level_errors(recon, batch, 'generated'))
     # The generated sparse joints where the input hid them: how well HiARM imagines
     # what the lifter cannot see. Both are per valid example, so that their ratio over
     # a split (`hidden_sparse_px`) is the mean over its hidden joints.

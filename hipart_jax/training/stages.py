@@ -58,6 +58,17 @@ def pixel_and_mm_errors(pred: jnp.ndarray, batch: Mapping[str, jnp.ndarray],
   return losses.masked_mean(pixels, valid), losses.masked_mean(mm, valid)
 
 
+def level_errors(recon: Mapping[str, jnp.ndarray], batch: Mapping[str, jnp.ndarray],
+                 prefix: str) -> dict[str, jnp.ndarray]:
+  """`pixel_and_mm_errors` of every level of a hierarchy: {'<prefix>_<level>_px',
+  '<prefix>_<level>_mm_equivalent'}; recon: {'sparse': [B, S, 2], ...} model frame."""
+  out = {}
+  for level in skeleton.LEVELS:
+    out[f'{prefix}_{level}_px'], out[f'{prefix}_{level}_mm_equivalent'] = (
+        pixel_and_mm_errors(recon[level], batch, level))
+  return out
+
+
 class MSSTLosses(NamedTuple):
   """One MSST pass: its loss and metrics, the reconstruction and the codebook update.
 
@@ -108,12 +119,7 @@ class MSSTStage:
 
   def eval_metrics(self, variables, batch):
     result = self._losses(self.eval_model, variables, batch, jax.random.key(0), False)
-    stage_metrics = result.metrics
-    for level in skeleton.LEVELS:
-      pixels, mm = pixel_and_mm_errors(result.recon[level], batch, level)
-      stage_metrics[f'recon_{level}_px'] = pixels
-      stage_metrics[f'recon_{level}_mm_equivalent'] = mm
-    return stage_metrics
+    return {**result.metrics, **level_errors(result.recon, batch, 'recon')}
 
 
 class HiARMStage:
@@ -175,11 +181,7 @@ class HiARMStage:
                                   batch['inputs_confidence'], jax.random.key(0))
     recon = hipart.decode_tokens(self.msst, variables['frozen_msst'],
                                  generated['sparse_ids'][:, 0], generated['dense_ids'][:, 0])
-    for level in skeleton.LEVELS:
-      pixels, mm = pixel_and_mm_errors(recon[level], batch, level)
-      stage_metrics[f'generated_{level}_px'] = pixels
-      stage_metrics[f'generated_{level}_mm_equivalent'] = mm
-    return stage_metrics
+    return {**stage_metrics, **level_errors(recon, batch, 'generated')}
 
 
 class LifterStage:

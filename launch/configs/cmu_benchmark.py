@@ -62,14 +62,12 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
     c.smoke_test_clips = ('01_11', '01_12', 'bvh:10_04')
     c.occlusion_levels = ('none', 'one_limb')
     c.msst.update(dict(steps=2, batch_size=16, evals=1))
-    c.msst.model.update(dict(width=8, num_blocks=1, token_hidden=8, channel_hidden=8,
-                             member_dim=2, sparse_codebook_size=8, dense_codebook_size=8,
-                             code_dim=4))
+    c.msst.model.update(base.msst_model('tiny', num_actions=0).to_dict())
     c.hiarm.update(dict(steps=2, batch_size=16, evals=1))
-    c.hiarm.model.update(dict(width=8, num_lsab=1, num_gcsab=1, num_heads=2, mlp_ratio=1))
+    c.hiarm.model.update(base.hiarm_model('tiny', 'hierarchical').to_dict())
     c.num_draws = 2
     c.lifters.mlp.update(dict(width=16))
-    c.lifters.transformer.update(dict(width=8, depth=1, num_heads=2, mlp_ratio=1))
+    c.lifters.transformer.update(base.lifter_model('tiny', 'sparse').to_dict())
     c.lifter_steps = 4
     c.lifter_batch_size = 16
     c.lifter_evals = 2
