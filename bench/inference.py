@@ -13,9 +13,10 @@ the same process (`bench/roofline.py`). Models are randomly initialized at the s
 lifter workdir (the timing does not depend on the weights).
 
 Two more rows time the same pipeline (equal FLOPs) run as a CPU host runs it best
-(hipart_jax/execution.py): 'pipeline_chunked' is `execution.predict_in_chunks`, C poses
-at a time on one device, and 'pipeline_devices' is `execution.predict` over every local
-device, each device in chunks of C. Outside smoke runs the process gets one CPU device
+(hipart_jax/execution.py, `launch/configs/base.py:inference_execution`): 'pipeline_chunked'
+is `execution.predict_in_chunks`, C poses at a time on one device, and 'pipeline_devices'
+is `execution.predict` over every local device, each device in chunks of C; both with the
+lifter attention of the CPU plan (`execution.with_lifter_attention`). Outside smoke runs the process gets one CPU device
 per core (`--cpu_devices`); the other rows run on the first device.
 """
 
@@ -38,6 +39,7 @@ from hipart_jax import execution
 from hipart_jax import skeleton
 from hipart_jax.models import decoding
 from hipart_jax.models import hipart
+from launch.configs import base
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A trained lifter workdir (hierarchical mode) to time '
@@ -93,12 +95,14 @@ def _compile_all(model: hipart.HiPART, variables: Any, batch: int, smoke: bool,
 
   add('pipeline', hipart.predict, (model,), (variables, keypoints, confidence, size, key))
   devices = tuple(jax.local_devices())
+  host_model = execution.with_lifter_attention(model, execution.Execution.for_backend(
+      base.inference_execution()).lifter_attention)
   if batch > chunk:
     add('pipeline_chunked', jax.jit(lambda *a: execution.predict_in_chunks(
-        model, *a, chunk_size=chunk)), (), (variables, keypoints, confidence, size, key))
+        host_model, *a, chunk_size=chunk)), (), (variables, keypoints, confidence, size, key))
   if batch > chunk and batch % len(devices) == 0:
     add('pipeline_devices', jax.jit(lambda *a: execution.predict(
-        model, *a, devices=devices, chunk_size=chunk)), (),
+        host_model, *a, devices=devices, chunk_size=chunk)), (),
         (variables, keypoints, confidence, size, key))
   generated = add('generation', decoding.generate, (model.hiarm,),
                   (variables['frozen_hiarm'], inputs, confidence, key))

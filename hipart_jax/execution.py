@@ -9,6 +9,7 @@ but never its result:
                             `jax.pmap` over several (data parallel, multi-host pods);
   microbatched_value_and_grad  the gradient a few examples at a time;
   predict                   inference in chunks of poses, split over devices;
+  with_lifter_attention     the lifter's attention as a kernel faster on a CPU;
   configure_cpu_devices     one XLA device per CPU core.
 
 `Execution.for_backend` resolves a config's `execution` block: only its `cpu` entry
@@ -23,6 +24,7 @@ import functools
 import os
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from hipart_jax.models import hipart
+from hipart_jax.models import lifter as lifter_lib
 
 AXIS = 'batch'  # The named axis steps reduce over (gradients, metrics, statistics).
 Batch = Mapping[str, jax.Array]
@@ -44,12 +47,15 @@ class Execution:
     microbatch_size: examples per gradient evaluation (0: the whole per-device batch).
     compiler_options: XLA options of the train step (`jax.jit(compiler_options=...)`).
     predict_chunk_size: poses per chunk of `predict` (0: the whole batch at once).
+    lifter_attention: the transformer lifter's attention kernel at inference, a key of
+      `LIFTER_ATTENTION` (`with_lifter_attention`).
   """
 
   devices: int = 1
   microbatch_size: int = 0
   compiler_options: Mapping[str, Any] | None = None
   predict_chunk_size: int = 0
+  lifter_attention: str = 'flax'
 
   @classmethod
   def for_backend(cls, config: ml_collections.ConfigDict | Mapping[str, Any] | None,
@@ -67,10 +73,74 @@ class Execution:
     options = entry.get('compiler_options')
     entry['compiler_options'] = dict(options) if options else None
     execution = cls(**entry)
+    if execution.lifter_attention not in LIFTER_ATTENTION:
+      raise ValueError(f'execution.cpu.lifter_attention={execution.lifter_attention!r}; '
+                       f'expected one of {sorted(LIFTER_ATTENTION)}')
     for name in ('devices', 'microbatch_size', 'predict_chunk_size'):
       if getattr(execution, name) < 0:
         raise ValueError(f'execution.cpu.{name} must be >= 0, got {getattr(execution, name)}')
     return execution
+
+
+def per_example_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                          mask: jax.Array | None = None, dropout_rng: jax.Array | None = None,
+                          dropout_rate: float = 0.0, broadcast_dropout: bool = True,
+                          deterministic: bool = True, dtype: Any = None,
+                          precision: Any = None) -> jax.Array:
+  """`nn.dot_product_attention` for inference, one example at a time, head-major, with
+  the softmax normalized after the value product.
+
+  On XLA:CPU the whole batch's [B, H, N, N] weights run at memory speed; one example's
+  stay in cache, and normalizing after the product (the row sums come out of it as an
+  extra value column) saves a pass over them.
+
+  Args:
+    query: [B, Nq, H, Dh]; key: [B, Nk, H, Dh]; value: [B, Nk, H, Dv].
+    mask: bool, broadcastable to [B, H, Nq, Nk].
+  Returns:
+    [B, Nq, H, Dv], `nn.dot_product_attention`'s result up to float rounding.
+  Raises:
+    ValueError: dropout is asked for (this kernel is for inference only).
+  """
+  del dropout_rng, broadcast_dropout
+  if not deterministic and dropout_rate > 0.0:
+    raise ValueError('per_example_attention is an inference kernel: it has no dropout')
+  if dtype is not None:
+    query, key, value = (x.astype(dtype) for x in (query, key, value))
+  batch = query.shape[0]
+  examples = dict(query=query, key=key, value=value)
+  if mask is not None:
+    examples['mask'] = jnp.broadcast_to(mask, (batch,) + mask.shape[1:])
+
+  def one(example):  # [N, H, D] each → [H, N, D]
+    q, k, v = (jnp.swapaxes(example[name], 0, 1) for name in ('query', 'key', 'value'))
+    logits = jnp.einsum('hqd,hkd->hqk', q / jnp.sqrt(q.shape[-1]).astype(q.dtype), k,
+                        precision=precision)
+    if 'mask' in example:
+      logits = jnp.where(example['mask'], logits, jnp.finfo(logits.dtype).min)
+    weights = jnp.exp(logits - jnp.max(logits, -1, keepdims=True))
+    ones = jnp.ones(v.shape[:-1] + (1,), v.dtype)
+    both = jnp.einsum('hqk,hkd->hqd', weights, jnp.concatenate([v, ones], -1),
+                      precision=precision)
+    return jnp.swapaxes(both[..., :-1] / both[..., -1:], 0, 1)
+
+  return lax.map(one, examples)
+
+
+# The transformer lifter's attention kernels by `Execution.lifter_attention`.
+LIFTER_ATTENTION = {'flax': nn.dot_product_attention,
+                    'per_example': per_example_attention}
+
+
+def with_lifter_attention(model: hipart.HiPART, name: str) -> hipart.HiPART:
+  """`model` whose transformer lifter attends with `LIFTER_ATTENTION[name]`; the same
+  parameters and results. Other lifters come back unchanged."""
+  if name not in LIFTER_ATTENTION:
+    raise ValueError(f'lifter attention {name!r}; expected one of {sorted(LIFTER_ATTENTION)}')
+  if not isinstance(model.lifter, lifter_lib.Lifter):
+    return model
+  return dataclasses.replace(model,
+                             lifter=model.lifter.clone(attention_fn=LIFTER_ATTENTION[name]))
 
 
 def resolve_cpu_devices(count: int) -> int:

@@ -31,11 +31,13 @@ import numpy as np
 from hipart_jax import augment
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
+from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import plotting
 from hipart_jax import skeleton
 from hipart_jax.training import loop
 from launch import quiet_logs
+from launch.configs import base
 from launch.configs import synthetic_hiarm
 from launch.configs import synthetic_lifter
 from launch.configs import synthetic_msst
@@ -83,6 +85,12 @@ def train_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
   return seconds
 
 
+def _load_for_inference(lifter_workdir: pathlib.Path):
+  model, variables, meta = checkpoints.load_hipart(str(lifter_workdir))
+  plan = execution.Execution.for_backend(base.inference_execution())
+  return execution.with_lifter_attention(model, plan.lifter_attention), variables, meta
+
+
 def evaluate_all(demo, runs, workdir: pathlib.Path) -> dict[str, dict[str, dict]]:
   """{lifter run: {occlusion level: metrics}} on the test split."""
   data_config = runs['msst'].dataset
@@ -92,7 +100,7 @@ def evaluate_all(demo, runs, workdir: pathlib.Path) -> dict[str, dict[str, dict]
   for name in runs:
     if not name.startswith('lifter_'):
       continue
-    model, variables, _ = checkpoints.load_hipart(str(workdir / name))
+    model, variables, _ = _load_for_inference(workdir / name)
     results[name] = evaluation.robustness_table(
         model, variables, source, hierarchy, data_config,
         levels=tuple(demo.occlusion_levels), batch_size=demo.eval_batch_size,
@@ -110,7 +118,7 @@ def infer_examples(demo, runs, workdir: pathlib.Path) -> dict[str, np.ndarray]:
   hidden = [skeleton.H36M_JOINT_NAMES.index(j) for j in augment.LIMBS['left_arm']]
   confidence[:, hidden] = 0.0
   pixels[:, hidden] = 0.0
-  model, variables, _ = checkpoints.load_hipart(str(workdir / 'lifter_hierarchical'))
+  model, variables, _ = _load_for_inference(workdir / 'lifter_hierarchical')
   out = evaluation.predict_in_batches(
       model, variables, pixels, confidence, np.stack([e['image_size'] for e in examples]),
       jax.random.key(demo.seed), batch_size=demo.num_inference_examples,

@@ -36,8 +36,10 @@ import ml_collections
 
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
+from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
+from launch.configs import base
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -111,6 +113,8 @@ def run(*, checkpoint: str, workdir: str, protocol: str = 'synthetic',
     raise _fail('--num_samples and --batch_size must be positive')
   try:
     model, variables, meta = checkpoints.load_hipart(checkpoint)
+    model = execution.with_lifter_attention(model, execution.Execution.for_backend(
+        base.inference_execution()).lifter_attention)
   except (FileNotFoundError, ValueError) as e:
     raise _fail(f'--checkpoint: {e}') from None
   if num_samples > 1 and temperature == 0 and model.lifter.mode == 'hierarchical':

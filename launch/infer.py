@@ -36,8 +36,8 @@ evenly spaced rows: the 2D input with the generated hierarchy and the 3D skeleto
 
 Inference runs `hipart.predict` in batches of one size (the last padded), so a run
 compiles once. On a CPU host each batch is split over one XLA device per core and
-evaluated 16 poses at a time (`EXECUTION`; `--cpu_devices`, `--chunk_size` override
-it). Bad input, a missing checkpoint, a checkpoint of another stage or an unknown
+evaluated 16 poses at a time, the lifter's attention one pose at a time
+(`base.inference_execution()`; `--cpu_devices`, `--chunk_size` override the first two). Bad input, a missing checkpoint, a checkpoint of another stage or an unknown
 output extension end the program with a one-line message.
 """
 
@@ -62,10 +62,10 @@ from hipart_jax import keypoint_io
 from hipart_jax import plotting
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from launch.configs import base
 
 OUTPUT_EXTENSIONS = ('.npz', '.json')
-# How inference runs on a CPU host (`execution.Execution`); other backends run plainly.
-EXECUTION = {'cpu': {'devices': 0, 'predict_chunk_size': 16}}
+EXECUTION = base.inference_execution()
 UNITS = 'meters'
 COORDINATE_FRAME = ('camera, root-relative: pelvis at 0, x right, y down, z forward '
                     '(the image axes, z away from the camera)')
@@ -237,6 +237,8 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
     raise _fail(str(e)) from None
   try:
     model, variables, meta = checkpoints.load_hipart(checkpoint)
+    model = execution.with_lifter_attention(
+        model, execution.Execution.for_backend(EXECUTION).lifter_attention)
   except (FileNotFoundError, ValueError) as e:
     raise _fail(f'--checkpoint: {e}') from None
   if model.lifter.mode not in ('sparse', 'hierarchical'):

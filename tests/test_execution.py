@@ -6,12 +6,17 @@ import pathlib
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hipart_jax import execution
+from hipart_jax import skeleton
+from hipart_jax.models import hipart
+from hipart_jax.models import lifter as lifter_lib
+from hipart_jax.models import simple_baseline
 from launch.configs import base
 from launch.configs import synthetic_hiarm
 from launch.configs import synthetic_lifter
@@ -155,3 +160,40 @@ def test_microbatches_refuse_a_loss_that_updates_collections():
   with pytest.raises(ValueError, match='>= 0'):
     execution.microbatched_value_and_grad(updating, params, batch, jax.random.key(0), -1,
                                           {})
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_per_example_attention_equals_flax(masked):
+  keys = jax.random.split(jax.random.key(0), 4)
+  query, key, value = (jax.random.normal(k, (3, 7, 2, 5)) for k in keys[:3])
+  mask = jax.random.bernoulli(keys[3], 0.7, (3, 1, 7, 7)) if masked else None
+  np.testing.assert_allclose(
+      execution.per_example_attention(query, key, value, mask=mask),
+      nn.dot_product_attention(query, key, value, mask=mask), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='no dropout'):
+    execution.per_example_attention(query, key, value, dropout_rate=0.1,
+                                    deterministic=False)
+
+
+def test_lifter_attention_swap_keeps_params_and_results():
+  hierarchy = skeleton.default_hierarchy()
+  lifter = lifter_lib.Lifter(hierarchy, mode='hierarchical', width=16, depth=2,
+                             num_heads=2)
+  inputs = jax.random.normal(jax.random.key(1), (4, skeleton.NUM_JOINTS, 2))
+  confidence = jnp.ones((4, skeleton.NUM_JOINTS))
+  levels = {name: jax.random.normal(jax.random.key(i), (4, size, 2)) for i, (name, size)
+            in enumerate((('sparse', hierarchy.num_sparse), ('dense', hierarchy.num_dense),
+                          ('fine', hierarchy.num_fine)))}
+  variables = lifter.init(jax.random.key(2), inputs, confidence, levels)
+  # A non-zero head, so the comparison sees the attention.
+  variables = jax.tree.map(lambda x: x + 0.01, variables)
+  model = execution.with_lifter_attention(hipart.HiPART(lifter), 'per_example')
+  assert model.lifter.attention_fn is execution.per_example_attention
+  assert execution.with_lifter_attention(model, 'per_example') == model  # jit cache hits
+  np.testing.assert_allclose(model.lifter.apply(variables, inputs, confidence, levels),
+                             lifter.apply(variables, inputs, confidence, levels),
+                             rtol=1e-4, atol=1e-6)
+  baseline = hipart.HiPART(simple_baseline.SimpleBaseline(hierarchy, mode='sparse'))
+  assert execution.with_lifter_attention(baseline, 'per_example') is baseline
+  with pytest.raises(ValueError, match='lifter_attention'):
+    execution.Execution.for_backend({'cpu': {'lifter_attention': 'fast'}}, 'cpu')

@@ -11,7 +11,7 @@ The head reads the tokens of the 17 input joints and outputs root-relative 3D in
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import chex
 import flax.linen as nn
@@ -28,6 +28,7 @@ class EncoderBlock(nn.Module):
   num_heads: int
   mlp_ratio: int
   dropout: float
+  attention_fn: Callable[..., jnp.ndarray] = nn.dot_product_attention
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -36,7 +37,8 @@ class EncoderBlock(nn.Module):
     y = nn.LayerNorm()(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
                                         dropout_rate=self.dropout,
-                                        deterministic=not train)(y, y)
+                                        deterministic=not train,
+                                        attention_fn=self.attention_fn)(y, y)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
     y = nn.LayerNorm()(x)
     y = nn.Dense(width * self.mlp_ratio)(y)
@@ -52,6 +54,9 @@ class Lifter(nn.Module):
     hierarchy: the point hierarchy (sizes of the dense and fine levels).
     mode: one of LIFTER_MODES.
     width, depth, num_heads, mlp_ratio, dropout: transformer size.
+    attention_fn: the softmax attention (`nn.dot_product_attention`'s signature); the
+      execution module may swap in a kernel with the same results that runs faster on
+      one backend (`execution.with_lifter_attention`).
   """
 
   hierarchy: skeleton.Hierarchy
@@ -61,6 +66,7 @@ class Lifter(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 2
   dropout: float = 0.0
+  attention_fn: Callable[..., jnp.ndarray] = nn.dot_product_attention
 
   def num_points(self) -> int:
     h = self.hierarchy
@@ -103,7 +109,7 @@ class Lifter(nn.Module):
     x = x + self.param('point_identity', nn.initializers.normal(0.02),
                        (self.num_points(), self.width))
     for i in range(self.depth):
-      x = EncoderBlock(self.num_heads, self.mlp_ratio, self.dropout,
+      x = EncoderBlock(self.num_heads, self.mlp_ratio, self.dropout, self.attention_fn,
                        name=f'block_{i}')(x, train=train)
     x = nn.LayerNorm(name='head_norm')(x[:, :skeleton.NUM_JOINTS])
     # A zero head starts every pose at the root (see simple_baseline.py).

@@ -96,6 +96,14 @@ _LIFTER = dict(
     tiny=dict(width=16, depth=1, num_heads=2, mlp_ratio=2, dropout=0.0))
 
 
+def inference_execution() -> ml_collections.ConfigDict:
+  """How inference (launch.infer, launch.evaluate, the demo) runs on a CPU host
+  (`execution.Execution`; other backends run plainly): one device per core, 16 poses per
+  chunk, the transformer lifter's attention one example at a time."""
+  return ml_collections.ConfigDict(dict(cpu=dict(
+      devices=0, predict_chunk_size=16, lifter_attention='per_example')))
+
+
 def msst_model(scale: str, num_actions: int) -> ml_collections.ConfigDict:
   """The tokenizer at `scale`, with a global-alignment head over `num_actions` classes."""
   return ml_collections.ConfigDict(dict(
