@@ -40,12 +40,12 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bench import cmu_report
 from bench import reporting
 from bench import stage_evals
 from hipart_jax import augmented_draws
@@ -53,7 +53,6 @@ from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import input_pipeline
 from hipart_jax import metrics
-from hipart_jax import skeleton
 from hipart_jax.models import hipart
 from hipart_jax.training import loop
 from launch import quiet_logs
@@ -65,12 +64,8 @@ from tfds_builders.cmu_mocap import cmu_mocap_dataset_builder as cmu_builder
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CLIPS_DIR = REPO.parent / 'shared' / 'data' / 'cmu_mocap'
 DUMMY_DIR = pathlib.Path(cmu_builder.__file__).parent / 'dummy_data'
-LIFTERS = ('mlp', 'transformer', 'hipart', 'oracle')
-BASELINES = ('mlp', 'transformer')
-LIFTER_NAMES = {'mlp': 'SimpleBaseline MLP (baseline)',
-                'transformer': 'sparse transformer (baseline)',
-                'hipart': 'HiPART (generated hierarchy)',
-                'oracle': 'oracle (ground-truth hierarchy)'}
+LIFTERS = cmu_report.LIFTERS
+BASELINES = cmu_report.BASELINES
 TIMINGS = 'timings.json'
 SPLITS = ('train', 'validation', 'test')
 
@@ -326,65 +321,6 @@ def evaluate_lifter(workdir: pathlib.Path, source, hierarchy, data, levels, *,
   return out
 
 
-def seed_stats(values: Sequence[float | None]) -> dict[str, Any]:
-  """Mean, min and max over seeds (None where any seed has no value)."""
-  if not values or any(v is None for v in values):
-    return dict(mean=None, min=None, max=None, values=list(values))
-  return dict(mean=float(np.mean(values)), min=float(np.min(values)),
-              max=float(np.max(values)), values=[float(v) for v in values])
-
-
-def aggregate(per_seed: Mapping[int, Mapping[str, Mapping[str, Any]]], levels
-              ) -> dict[str, dict[str, Any]]:
-  """{level: {metric: seed_stats}, per_subject: {subject: seed_stats}} over seeds."""
-  out = {}
-  for level in levels:
-    tables = [per_seed[s][level] for s in per_seed]
-    out[level] = {key: seed_stats([t.get(key) for t in tables])
-                  for key in ('mpjpe_mm', 'p_mpjpe_mm', 'occluded_mpjpe_mm')}
-    out[level]['per_subject'] = {
-        subject: seed_stats([t['per_subject'][subject] for t in tables])
-        for subject in tables[0]['per_subject']}
-  return out
-
-
-def targets(lifters: Mapping[str, Mapping[str, Any]], hiarm: Mapping[str, Any],
-            levels: Sequence[str]) -> dict[str, Any]:
-  """The issue's targets as measured ratios (mean over seeds)."""
-  mean = lambda lifter, level, key='mpjpe_mm': lifters[lifter][level][key]['mean']
-  best = min(BASELINES, key=lambda b: mean(b, 'none'))
-  out = dict(best_baseline=best,
-             baselines_clean_mm={b: mean(b, 'none') for b in BASELINES},
-             transformer_vs_mlp_clean=mean('transformer', 'none') / mean('mlp', 'none'))
-  occluded = [level for level in levels if level != 'none']
-  out['hipart_vs_best'] = {level: mean('hipart', level) / mean(best, level)
-                           for level in levels}
-  out['hipart_vs_best_hidden'] = {
-      level: mean('hipart', level, 'occluded_mpjpe_mm') / mean(best, level,
-                                                               'occluded_mpjpe_mm')
-      for level in occluded}
-  spread = lambda lifter: (lifters[lifter]['none']['mpjpe_mm']['max']
-                           - lifters[lifter]['none']['mpjpe_mm']['min'])
-  out['hipart_clean_minus_best_mm'] = mean('hipart', 'none') - mean(best, 'none')
-  out['clean_seed_spread_mm'] = max(spread('hipart'), spread(best))
-  if 'hierarchical' in hiarm and 'raster' in hiarm:
-    out['generation_fine_px'] = {
-        ordering: {level: hiarm[ordering][level]['generated_fine_px'] for level in levels}
-        for ordering in ('hierarchical', 'raster')}
-  out['met'] = dict(
-      baselines_le_60mm=all(v <= 60 for v in out['baselines_clean_mm'].values()),
-      transformer_no_worse_than_mlp=out['transformer_vs_mlp_clean'] <= 1.0,
-      hipart_le_0_92_occluded=all(out['hipart_vs_best'][l] <= 0.92 for l in occluded),
-      hipart_le_0_85_hidden=all(v <= 0.85 for v in out['hipart_vs_best_hidden'].values()),
-      hipart_clean_within_spread=(out['hipart_clean_minus_best_mm']
-                                  <= out['clean_seed_spread_mm']))
-  if 'generation_fine_px' in out:
-    g = out['generation_fine_px']
-    out['met']['hierarchical_le_raster'] = all(
-        g['hierarchical'][l] <= g['raster'][l] for l in levels)
-  return out
-
-
 def curves(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path
            ) -> dict[str, list[tuple[int, float]]]:
   """{run: [(step, validation value of its best_metric)]}: the learning curves."""
@@ -393,122 +329,6 @@ def curves(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path
     key = config.best_metric
     out[name] = [(r['step'], r[key]) for r in eval_records(workdir / name) if key in r]
   return out
-
-
-# --------------------------------------------------------------------------------------
-# Report.
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-  if value is None or (isinstance(value, float) and not np.isfinite(value)):
-    return '-'
-  return f'{value:.{digits}f}'
-
-
-def _stat(stats: Mapping[str, Any]) -> str:
-  if stats['mean'] is None:
-    return '-'
-  return f'{stats["mean"]:.1f} ({stats["min"]:.1f}–{stats["max"]:.1f})'
-
-
-def report_markdown(report: Mapping[str, Any]) -> str:
-  s = report['settings']
-  levels = list(s['occlusion_levels'])
-  seeds = s['seeds']
-  lines = [f'Dataset `{report["dataset"]["name"]}`: {report["dataset"]["train_examples"]} '
-           f'train, {report["dataset"]["validation_examples"]} validation, '
-           f'{report["dataset"]["test_examples"]} test examples (test subjects '
-           f'{", ".join(report["dataset"]["test_subjects"])}). Lifters: '
-           f'{s["lifter_steps"]} steps of {s["lifter_batch_size"]} over '
-           f'{s["num_draws"]} augmented draws of every training example '
-           f'({report["lifter_epochs"]:.1f} epochs of the draws); seeds {list(seeds)}; '
-           'mean (min–max) over seeds, mm.', '']
-  for key, title in (('mpjpe_mm', 'MPJPE'), ('p_mpjpe_mm', 'P-MPJPE'),
-                     ('occluded_mpjpe_mm', 'MPJPE of the hidden joints')):
-    lines += [f'**{title}** (test split)', '', '| lifter | ' + ' | '.join(levels) + ' |',
-              '|---|' + '---|' * len(levels)]
-    for lifter, table in report['lifters'].items():
-      lines.append(f'| {LIFTER_NAMES[lifter]} | '
-                   + ' | '.join(_stat(table[level][key]) for level in levels) + ' |')
-    lines.append('')
-  subjects = report['dataset']['test_subjects']
-  lines += ['**MPJPE per test subject** (mm, mean over seeds)', '',
-            '| lifter | occlusion | ' + ' | '.join(subjects) + ' |',
-            '|---|---|' + '---|' * len(subjects)]
-  for lifter, table in report['lifters'].items():
-    for level in levels:
-      per = table[level]['per_subject']
-      lines.append(f'| {LIFTER_NAMES[lifter]} | {level} | '
-                   + ' | '.join(_fmt(per[x]['mean']) if x in per else '-'
-                                for x in subjects) + ' |')
-  t = report['targets']
-  lines += ['', f'**Targets** (best baseline: {t["best_baseline"]})', '',
-            '| target | measured | met |', '|---|---|---|',
-            f'| both baselines ≤ 60 mm clean | '
-            + ', '.join(f'{b} {_fmt(v)}' for b, v in t['baselines_clean_mm'].items())
-            + f' | {t["met"]["baselines_le_60mm"]} |',
-            f'| transformer ≤ MLP clean | ratio {_fmt(t["transformer_vs_mlp_clean"], 3)} '
-            f'| {t["met"]["transformer_no_worse_than_mlp"]} |',
-            '| HiPART ≤ 0.92 × best, each occluded level | '
-            + ', '.join(f'{l} {_fmt(v, 3)}' for l, v in t['hipart_vs_best'].items())
-            + f' | {t["met"]["hipart_le_0_92_occluded"]} |',
-            '| HiPART ≤ 0.85 × best, hidden joints | '
-            + ', '.join(f'{l} {_fmt(v, 3)}' for l, v in t['hipart_vs_best_hidden'].items())
-            + f' | {t["met"]["hipart_le_0_85_hidden"]} |',
-            f'| HiPART clean not worse (within seed spread) | '
-            f'{_fmt(t["hipart_clean_minus_best_mm"], 2)} mm vs spread '
-            f'{_fmt(t["clean_seed_spread_mm"], 2)} mm | '
-            f'{t["met"]["hipart_clean_within_spread"]} |']
-  if 'generation_fine_px' in t:
-    g = t['generation_fine_px']
-    lines.append('| hierarchical generation error ≤ raster (fine px) | '
-                 + ', '.join(f'{l} {_fmt(g["hierarchical"][l])} vs {_fmt(g["raster"][l])}'
-                             for l in levels)
-                 + f' | {t["met"]["hierarchical_le_raster"]} |')
-  msst, by_occlusion = report['msst'], report['msst_by_occlusion']
-  lines += ['', f'**MSST reconstruction** (1 test example in {s["eval_stride"]}, px of the '
-            'virtual images; columns: the ground truth in the frame of an occluded input)',
-            '', '| level | ' + ' | '.join(levels) + ' |', '|---|' + '---|' * len(levels)]
-  for level in skeleton.LEVELS:
-    lines.append(f'| {level} | ' + ' | '.join(
-        _fmt(by_occlusion[o][f'recon_{level}_px']) for o in levels) + ' |')
-  lines += ['', f'Codebook usage sparse {_fmt(msst.get("usage_sparse"), 3)}, dense '
-            f'{_fmt(msst.get("usage_dense"), 3)}.', '',
-            f'**HiARM per ordering**: greedy generation, decoded; error (px) per level and '
-            'generated token accuracy (sparse / dense), 1 test example in '
-            f'{s["eval_stride"]}', '',
-            '| ordering | steps | occlusion | sparse px | dense px | fine px | hidden joints '
-            'px | gen acc |', '|---|---|---|---|---|---|---|---|']
-  for ordering, table in report['hiarm'].items():
-    for level in levels:
-      m = table[level]
-      lines.append(f'| {ordering} | {table["decoding_steps"]} | {level} '
-                   + ''.join(f'| {_fmt(m[f"generated_{lv}_px"])} ' for lv in skeleton.LEVELS)
-                   + f'| {_fmt(m.get("hidden_sparse_px"))} '
-                   f'| {_fmt(m["generated_sparse_token_accuracy"], 3)} / '
-                   f'{_fmt(m["generated_dense_token_accuracy"], 3)} |')
-  feeds = report['diagnosis']['lifter_feeds']
-  lines += ['', f'**Diagnosis**: MPJPE (mm) of the seed-{seeds[0]} HiPART and oracle '
-            f'lifters fed each hierarchy (1 test example in {s["eval_stride"]})', '',
-            '| lifter | hierarchy fed | ' + ' | '.join(levels) + ' |',
-            '|---|---|' + '---|' * len(levels)]
-  for key in feeds[levels[0]]:
-    lifter, feed = key.split('/')
-    lines.append(f'| {lifter} | {feed} | '
-                 + ' | '.join(_fmt(feeds[level][key]) for level in levels) + ' |')
-  on_train = report['diagnosis']['hiarm_on_train']
-  lines += ['', f'HiARM on training examples (1 in {s["train_eval_stride"]}): fine '
-            'px ' + ', '.join(f'{l} {_fmt(on_train[l]["generated_fine_px"])}'
-                              for l in levels if l in on_train) + '.', '',
-            '**Validation curves** (value of each run\'s best_metric at its evaluations)',
-            '', '| run | metric | curve (step: value) |', '|---|---|---|']
-  for name, points in report['curves'].items():
-    lines.append(f'| {name} | {report["best_metrics"][name]} | '
-                 + ', '.join(f'{step}: {_fmt(v, 2)}' for step, v in points) + ' |')
-  lines += ['', '**Wall time** (s, this machine; summed over invocations): '
-            + ', '.join(f'{k} {v:.0f}' for k, v in report['timings'].items())
-            + f'; total {sum(report["timings"].values()):.0f} s.']
-  return '\n'.join(lines) + '\n'
 
 
 # --------------------------------------------------------------------------------------
@@ -549,7 +369,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
       workdir / lifter_run(lifter, seed), test, hierarchy, data, levels,
       batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
                        for seed in c.seeds} for lifter in LIFTERS}
-  lifters = {lifter: aggregate(per_seed[lifter], levels) for lifter in LIFTERS}
+  lifters = {lifter: cmu_report.aggregate(per_seed[lifter], levels) for lifter in LIFTERS}
   subset = stage_evals.Strided(test, c.eval_stride)
   msst_levels = stage_evals.evaluate_msst(runs['msst'], workdir / 'msst', subset,
                                           hierarchy, levels, seed=0)
@@ -578,7 +398,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
               ['msst', first] + [lifter_run(l, seed) for l in LIFTERS]},
       lifters=lifters,
       lifters_per_seed=per_seed,
-      targets=targets(lifters, hiarm, levels),
+      targets=cmu_report.targets(lifters, hiarm, levels),
       msst={k[len('eval/'):]: v for k, v in (msst_eval[-1] if msst_eval else {}).items()
             if k.startswith('eval/')},
       msst_by_occlusion=msst_levels,
@@ -602,7 +422,7 @@ def main(argv):
     data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
     clips = {split: value or list(c[f'smoke_{split}_clips']) for split, value in clips.items()}
   report = run(workdir, c, data_dir, manual_dir, clips)
-  text = report_markdown(report)
+  text = cmu_report.report_markdown(report)
   reporting.write_json(report, str(workdir / 'cmu_accuracy.json'))
   (workdir / 'cmu_accuracy.md').write_text(text)
   print(text)

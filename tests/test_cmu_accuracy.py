@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 from bench import cmu_accuracy
+from bench import cmu_report
 from launch.configs import cmu_benchmark
 from launch.configs import cmu_msst
 
@@ -23,7 +24,7 @@ def _runs(tmp_path, **overrides):
 def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
   c, runs = _runs(tmp_path)
   lifters = {name: config for name, config in runs.items() if name.startswith('lifter_')}
-  assert len(lifters) == len(cmu_accuracy.LIFTERS) * len(c.seeds)
+  assert len(lifters) == len(cmu_report.LIFTERS) * len(c.seeds)
   for config in lifters.values():
     assert config.dataset.train_draws == str(tmp_path / 'draws')
     assert (config.num_train_steps, config.batch_size) == (c.lifter_steps,
@@ -81,7 +82,7 @@ def test_targets_are_ratios_to_the_best_baseline():
                  oracle={'none': _table(40, None), 'one_limb': _table(45, 60)})
   hiarm = {o: {l: {'generated_fine_px': px} for l in levels}
            for o, px in (('hierarchical', 10.0), ('raster', 11.0))}
-  t = cmu_accuracy.targets(lifters, hiarm, levels)
+  t = cmu_report.targets(lifters, hiarm, levels)
   assert t['best_baseline'] == 'mlp'  # By clean MPJPE.
   assert t['hipart_vs_best']['one_limb'] == pytest.approx(72 / 80)
   assert t['hipart_vs_best_hidden']['one_limb'] == pytest.approx(120 / 200)
@@ -89,17 +90,17 @@ def test_targets_are_ratios_to_the_best_baseline():
                           hipart_le_0_92_occluded=True, hipart_le_0_85_hidden=True,
                           hipart_clean_within_spread=True, hierarchical_le_raster=True)
   lifters['hipart']['none'] = _table(52, None)
-  assert not cmu_accuracy.targets(lifters, hiarm, levels)['met'][
+  assert not cmu_report.targets(lifters, hiarm, levels)['met'][
       'hipart_clean_within_spread']
 
 
 def test_seed_statistics_and_aggregate():
-  assert cmu_accuracy.seed_stats([1.0, 3.0]) == dict(mean=2.0, min=1.0, max=3.0,
+  assert cmu_report.seed_stats([1.0, 3.0]) == dict(mean=2.0, min=1.0, max=3.0,
                                                       values=[1.0, 3.0])
-  assert cmu_accuracy.seed_stats([None, 3.0])['mean'] is None
+  assert cmu_report.seed_stats([None, 3.0])['mean'] is None
   per_seed = {s: {'none': dict(mpjpe_mm=10.0 + s, p_mpjpe_mm=5.0, occluded_mpjpe_mm=None,
                                per_subject={'06': 9.0 + s, '09': 11.0})} for s in (0, 1)}
-  table = cmu_accuracy.aggregate(per_seed, ('none',))
+  table = cmu_report.aggregate(per_seed, ('none',))
   assert table['none']['mpjpe_mm']['mean'] == 10.5
   assert table['none']['per_subject']['06'] == dict(mean=9.5, min=9.0, max=10.0,
                                                     values=[9.0, 10.0])
