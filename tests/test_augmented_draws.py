@@ -155,8 +155,11 @@ def test_simple_baseline_shapes_and_root(mode):
   variables = model.init(jax.random.key(0), inputs, confidence, levels)
   np.testing.assert_array_equal(model.apply(variables, inputs, confidence, levels), 0)
   variables = test_lifter.with_random_head(variables)
-  first = variables['params']['embedding']['kernel'].shape[0]
-  assert first == 17 * 3 + (0 if mode == 'sparse' else 2 * (17 + h.num_dense + h.num_fine))
+  assert variables['params']['embedding']['kernel'].shape[0] == 17 * 3
+  hierarchy_inputs = variables['params'].get('hierarchy_embedding', {}).get('kernel')
+  assert (hierarchy_inputs is None) == (mode == 'sparse')
+  if hierarchy_inputs is not None:
+    assert hierarchy_inputs.shape[0] == 2 * (17 + h.num_dense + h.num_fine)
   pose = model.apply(variables, inputs, confidence, levels, train=True,
                      rngs={'dropout': jax.random.key(1)})
   assert pose.shape == (b, 17, 3)

@@ -7,6 +7,7 @@ import pytest
 
 from hipart_jax import skeleton
 from hipart_jax.models import lifter as lifter_lib
+from hipart_jax.models import simple_baseline
 
 HIERARCHY = skeleton.default_hierarchy()
 B = 3
@@ -71,3 +72,30 @@ def test_missing_hierarchy_and_bad_mode_raise():
   with pytest.raises(ValueError, match='expected one of'):
     lifter_lib.Lifter(HIERARCHY, mode='dense', width=8, depth=1, num_heads=1).init(
         jax.random.key(0), inputs, conf, None)
+
+
+def test_simple_baseline_starts_as_the_sparse_network_and_learns_the_hierarchy():
+  """The hierarchical SimpleBaseline is the sparse one plus a zero-initialized hierarchy
+  embedding: at init it ignores the hierarchy and matches the sparse network with the
+  same shared weights; once that embedding is non-zero the hierarchy moves the pose."""
+  inputs, conf, hierarchy_2d = _inputs()
+  sparse = simple_baseline.SimpleBaseline(HIERARCHY, mode='sparse', width=32, dropout=0.0)
+  hierarchical = sparse.clone(mode='hierarchical')
+  variables = with_random_head(hierarchical.init(jax.random.key(0), inputs, conf,
+                                                 hierarchy_2d))
+  params = variables['params']
+  np.testing.assert_array_equal(params['hierarchy_embedding']['kernel'], 0.0)
+  assert params['hierarchy_embedding']['kernel'].shape == (
+      2 * (HIERARCHY.num_sparse + HIERARCHY.num_dense + HIERARCHY.num_fine), 32)
+  shared = {'params': {k: v for k, v in params.items() if k != 'hierarchy_embedding'}}
+  np.testing.assert_allclose(hierarchical.apply(variables, inputs, conf, hierarchy_2d),
+                             sparse.apply(shared, inputs, conf), atol=1e-6)
+  embedding = dict(params['hierarchy_embedding'])
+  embedding['kernel'] = jax.random.normal(jax.random.key(2), embedding['kernel'].shape)
+  variables = {'params': dict(params, hierarchy_embedding=embedding)}
+  moved = dict(hierarchy_2d, fine=hierarchy_2d['fine'] + 0.5)
+  a = hierarchical.apply(variables, inputs, conf, hierarchy_2d)
+  assert np.abs(np.asarray(a - hierarchical.apply(variables, inputs, conf, moved))).max() > 1e-4
+  np.testing.assert_array_equal(a[:, 0], 0.0)
+  with pytest.raises(ValueError, match='needs hierarchy_2d'):
+    hierarchical.apply(variables, inputs, conf, None)

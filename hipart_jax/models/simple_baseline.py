@@ -5,8 +5,9 @@ points are flattened into one vector, mapped to `width` channels, passed through
 residual blocks of two (linear, norm, ReLU, dropout) layers each, and read out as the
 17 root-relative 3D joints. Input modes are the transformer lifter's (`lifter.py`):
 'sparse' reads the 17 input joints and their confidence; 'hierarchical' and 'oracle'
-append a hierarchy's 2D points (generated or ground truth) to the same vector, so the
-same network measures what the hierarchy adds.
+add a hierarchy's 2D points (generated or ground truth) through a second, zero-initialized
+embedding, so the same network, started as the sparse one, measures what the hierarchy
+adds.
 
 The norm is LayerNorm rather than the paper's BatchNorm: it has no batch statistics to
 carry through the trainer, and behaves the same in training and evaluation.
@@ -71,16 +72,20 @@ class SimpleBaseline(nn.Module):
     batch = inputs_2d.shape[0]
     chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
     chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
-    features = [inputs_2d.reshape(batch, -1), inputs_confidence]
+    inputs = jnp.concatenate([inputs_2d.reshape(batch, -1), inputs_confidence], -1)
+    x = nn.Dense(self.width, name='embedding')(inputs)  # [B, width] from [B, 17 * 3]
     if self.mode != 'sparse':
       if hierarchy_2d is None:
         raise ValueError(f'SimpleBaseline(mode={self.mode!r}) needs hierarchy_2d')
       h = self.hierarchy
+      levels = []
       for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
         chex.assert_shape(hierarchy_2d[level], (batch, size, 2))
-        features.append(hierarchy_2d[level].reshape(batch, -1))
-    x = jnp.concatenate(features, axis=-1)  # [B, 17 * 3 (+ 2 * (S + D + F))]
-    x = nn.Dense(self.width, name='embedding')(x)
+        levels.append(hierarchy_2d[level].reshape(batch, -1))
+      # The hierarchy's own embedding starts at zero, so the network starts as the
+      # sparse baseline and learns what the hierarchy adds to the exact input joints.
+      x = x + nn.Dense(self.width, kernel_init=nn.initializers.zeros,
+                       name='hierarchy_embedding')(jnp.concatenate(levels, -1))
     x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     for i in range(self.num_blocks):
