@@ -1,5 +1,6 @@
-"""hipart_jax.plotting: the figure geometry, numerically, and one rendered figure."""
+"""hipart_jax.plotting: the figure geometry, numerically, and rendered figures."""
 
+import json
 import sys
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from hipart_jax import plotting
 from hipart_jax import skeleton
+from launch import infer
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -179,3 +181,27 @@ def test_first_hypothesis_without_dense_level_or_truth_side_by_side():
   with pytest.raises(ValueError, match='the hierarchy has None'):
     dense_pose = _tiny_poses(skeleton.default_hierarchy(), count=1)[0]
     plotting.lifted_poses_figure(plt, [dense_pose], None)
+
+
+@pytest.mark.parametrize('hierarchical', [True, False])
+def test_infer_plot_rows_writes_one_png_per_row(tmp_path, hierarchical):
+  """launch/infer.py's --plot figures from its .npz arrays (hierarchical and sparse)."""
+  if plotting.pyplot() is None:
+    pytest.skip('matplotlib (the viz extra) is not installed')
+  hierarchy = skeleton.default_hierarchy()
+  pose = _tiny_poses(hierarchy, count=1)[0]
+  count = 3
+  arrays = dict(frame=np.arange(count), track=np.zeros(count, int),
+                keypoints_2d=np.stack([pose.keypoints] * count),
+                confidence=np.stack([pose.visible.astype(np.float32)] * count),
+                image_size=np.tile([200, 200], (count, 1)),
+                pose_3d=np.stack([pose.pose_3d] * count))
+  if hierarchical:
+    arrays.update({f'{level}_2d': np.stack([points[0]] * count)
+                   for level, points in pose.generated.items()},
+                  hypotheses_3d=np.stack([pose.hypotheses_3d] * count),
+                  hierarchy=np.asarray(json.dumps(hierarchy.to_json())))
+  paths = infer.plot_rows(arrays, tmp_path / 'out.npz', num_rows=2)
+  assert [p.name for p in paths] == ['out_000000.png', 'out_000002.png']
+  for path in paths:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
