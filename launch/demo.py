@@ -125,7 +125,9 @@ def infer_examples(demo, runs, workdir: pathlib.Path) -> dict[str, np.ndarray]:
       temperature=demo.temperature, num_samples=demo.num_samples, progress=False)
   target = np.stack([e['sparse_3d'] - e['sparse_3d'][:1] for e in examples])
   out.update(keypoints=pixels, confidence=confidence, target_3d=target,
-             image_size=np.stack([e['image_size'] for e in examples]))
+             true_keypoints=keypoints[..., :2],
+             image_size=np.stack([e['image_size'] for e in examples]),
+             hierarchy=np.asarray(json.dumps(model.hierarchy.to_json())))
   np.savez(workdir / 'inference.npz', **out)
   return out
 
@@ -180,23 +182,15 @@ def plot_inference(inference, workdir: pathlib.Path) -> list[str]:
   plt = plotting.pyplot()
   if plt is None:
     return []
-  n = len(inference['pose_3d'])
-  fig = plt.figure(figsize=(4 * n, 8))
-  for i in range(n):
-    ax = fig.add_subplot(2, n, i + 1)
-    plotting.draw_hierarchy_2d(
-        ax, inference['keypoints'][i], inference['confidence'][i],
-        {level: inference[f'{level}_2d'][i, 0] for level in skeleton.LEVELS
-         if f'{level}_2d' in inference})
-    ax.set_title(f'pose {i}: input + generated hierarchy')
-    if i == 0:
-      ax.legend(fontsize=6)
-    ax = fig.add_subplot(2, n, n + i + 1, projection='3d')
-    plotting.draw_skeletons_3d(
-        ax, [(h, 'tab:blue', 0.5) for h in inference['hypotheses_3d'][i]]
-        + [(inference['target_3d'][i], 'k', 2.0)])
-    ax.set_title('3D: hypotheses (blue), truth (black)')
-  fig.tight_layout()
+  poses = [plotting.LiftedPose(
+      keypoints=inference['true_keypoints'][i], visible=inference['confidence'][i] > 0,
+      pose_3d=inference['target_3d'][i], pose_3d_label='ground truth',
+      generated={level: inference[f'{level}_2d'][i] for level in skeleton.LEVELS
+                 if f'{level}_2d' in inference},
+      hypotheses_3d=inference['hypotheses_3d'][i], hidden_truth_known=True,
+      title=f'pose {i}') for i in range(len(inference['pose_3d']))]
+  hierarchy = skeleton.Hierarchy.from_json(json.loads(str(inference['hierarchy'])))
+  fig = plotting.lifted_poses_figure(plt, poses, hierarchy, summary='mean')
   name = 'inference.png'
   fig.savefig(workdir / name, dpi=80)
   plt.close(fig)

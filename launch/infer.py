@@ -69,8 +69,7 @@ EXECUTION = base.inference_execution()
 UNITS = 'meters'
 COORDINATE_FRAME = ('camera, root-relative: pelvis at 0, x right, y down, z forward '
                     '(the image axes, z away from the camera)')
-# Figure layout for --plot.
-FIGURE_SIZE = (10.0, 5.0)
+# Resolution of the --plot figures.
 FIGURE_DPI = 80
 
 
@@ -191,21 +190,24 @@ def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
     return []
   count = len(arrays['frame'])
   rows = np.unique(np.linspace(0, count - 1, min(num_rows, count)).round().astype(int))
+  hierarchy = (skeleton.Hierarchy.from_json(json.loads(str(arrays['hierarchy'])))
+               if 'hierarchy' in arrays else None)
   paths = []
   for row in rows:
-    figure = plt.figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI)
-    image = figure.add_subplot(1, 2, 1)
-    plotting.draw_hierarchy_2d(
-        image, arrays['keypoints_2d'][row], arrays['confidence'][row],
-        {level: arrays[f'{level}_2d'][row] for level in skeleton.LEVELS
-         if f'{level}_2d' in arrays}, image_size=arrays['image_size'][row])
-    image.legend(loc='upper right', fontsize='small')
-    image.set_title(f'frame {arrays["frame"][row]}, track {arrays["track"][row]}')
-    space = figure.add_subplot(1, 2, 2, projection='3d')
-    plotting.draw_skeletons_3d(space, [(arrays['pose_3d'][row], 'b', 1.0)])
-    space.set_title('3D, root-relative')
+    hypotheses = arrays['hypotheses_3d'][row] if 'hypotheses_3d' in arrays else None
+    pose = plotting.LiftedPose(
+        keypoints=arrays['keypoints_2d'][row], visible=arrays['confidence'][row] > 0,
+        pose_3d=arrays['pose_3d'][row],
+        pose_3d_label='prediction' if hypotheses is None else 'mean prediction',
+        generated={level: arrays[f'{level}_2d'][row][None] for level in skeleton.LEVELS
+                   if f'{level}_2d' in arrays},
+        hypotheses_3d=hypotheses,
+        image_size=arrays['image_size'][row],
+        title=f'frame {arrays["frame"][row]}, track {arrays["track"][row]}')
+    figure = plotting.lifted_poses_figure(plt, [pose], hierarchy, summary='first',
+                                          side_by_side=True)
     path = output.with_name(f'{output.stem}_{row:06d}.png')
-    figure.savefig(path)
+    figure.savefig(path, dpi=FIGURE_DPI)
     plt.close(figure)
     paths.append(path)
   return paths
