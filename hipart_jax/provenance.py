@@ -22,7 +22,7 @@ import hashlib
 import importlib.metadata
 import json
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hipart_jax import skeleton
 
@@ -77,7 +77,7 @@ def model_identity(checkpoint: str | pathlib.Path, meta: Mapping[str, Any]
 
 def describe(*, model: Mapping[str, Any], input_description: Mapping[str, Any],
              units: str = UNITS_3D, coordinate_frame: str = COORDINATE_FRAME_3D,
-             joint_names: tuple[str, ...] | list[str] = JOINT_NAMES,
+             joint_names: Sequence[str] | Mapping[str, Sequence[str]] = JOINT_NAMES,
              **extra: Any) -> dict[str, Any]:
   """The fields every output file carries (module docstring), as JSON values.
 
@@ -85,11 +85,14 @@ def describe(*, model: Mapping[str, Any], input_description: Mapping[str, Any],
     model: `model_identity` (or a bundle's recorded identity).
     input_description: where the poses came from, e.g. {'file', 'format', 'layout'} or
       {'dataset', 'split', 'input_source'}.
-    units, coordinate_frame, joint_names: of the poses the file stores.
+    units, coordinate_frame, joint_names: of the poses the file stores (joint_names
+      a mapping {level: names} for files holding several levels of a hierarchy).
     extra: further fields of one tool (e.g. infer's input_file).
   """
   return dict(units=units, coordinate_frame=coordinate_frame,
-              joint_names=list(joint_names), input=dict(input_description),
+              joint_names=({k: list(v) for k, v in joint_names.items()}
+                           if isinstance(joint_names, Mapping) else list(joint_names)),
+              input=dict(input_description),
               model=dict(model), project_version=project_version(), **extra)
 
 

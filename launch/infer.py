@@ -208,7 +208,8 @@ def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
   return paths
 
 
-def run(*, checkpoint: str | None = None, model_dir: str | None = None, input_path: str, output: str, input_format: str | None = None,
+def run(*, checkpoint: str | None = None, model_dir: str | None = None, input_path: str,
+        output: str, input_format: str | None = None,
         image_size: str | None = None, track_ids: bool = True, anatomy_check: bool = True,
         num_samples: int = 1,
         temperature: float = 0.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
@@ -216,8 +217,10 @@ def run(*, checkpoint: str | None = None, model_dir: str | None = None, input_pa
         ) -> dict[str, np.ndarray]:
   """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors.
 
-  Each batch is split over every local device (JAX's; `main` first makes one per core
-  of a CPU host) and evaluated `chunk_size` poses at a time (None: `EXECUTION`'s).
+  The model comes from `checkpoint` (a lifter workdir) or `model_dir` (a bundle of
+  launch.export): exactly one of them. Each batch is split over every local device
+  (JAX's; `main` first makes one per core of a CPU host) and evaluated `chunk_size`
+  poses at a time (None: `EXECUTION`'s).
   """
   output_path = pathlib.Path(output)
   if output_path.suffix.lower() not in OUTPUT_EXTENSIONS:
@@ -272,7 +275,8 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     execution.configure_cpu_devices(devices)
   except (ValueError, RuntimeError) as e:
     raise _fail(f'--cpu_devices: {e}') from None
-  run(checkpoint=f.checkpoint, model_dir=f.model, input_path=f.input, output=f.output, input_format=f.format,
+  run(checkpoint=f.checkpoint, model_dir=f.model, input_path=f.input, output=f.output,
+      input_format=f.format,
       image_size=f.image_size, track_ids=f.track_ids, anatomy_check=f.anatomy_check,
       num_samples=f.num_samples,
       temperature=f.temperature, top_k=f.top_k, batch_size=f.batch_size, seed=f.seed,
