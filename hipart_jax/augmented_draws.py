@@ -11,10 +11,13 @@ augmented inputs.
 
 Format (one directory):
   manifest.json   {'format_version', 'settings': {dataset, split, num_examples,
-                   num_draws, seed, augment, generator, hierarchy}, 'draws': [names]}
+                   num_draws, seed, augment, generator, hierarchy}, 'draws': [names],
+                   'meta': what the files state about themselves
+                   (hipart_jax/provenance.py)}
   draw-NNN.npz    the rows of draw NNN, one per example in split order: every key of
                   `DRAW_KEYS`, leading dimension num_examples. `generated_<level>_2d`
-                  is the greedy generation in the model frame of that row's input.
+                  is the greedy generation in the model frame of that row's input;
+                  `meta` [] str is the manifest's 'meta' as JSON.
 Draws are written atomically (a temporary file renamed into place), so a killed run
 leaves whole draws only and a rerun with the same settings writes the missing ones; a
 run with other settings into the same directory is refused.
@@ -106,7 +109,8 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
                 source: Sequence[input_pipeline.Example], hierarchy: skeleton.Hierarchy,
                 data_config: ml_collections.ConfigDict, output_dir: str | pathlib.Path, *,
                 split: str, num_draws: int, seed: int, generator: Mapping[str, Any],
-                chunk_size: int = 512) -> list[str]:
+                chunk_size: int = 512,
+                description: Mapping[str, Any] | None = None) -> list[str]:
   """Writes the missing draws of `source` into `output_dir`; returns their names.
 
   Args:
@@ -119,6 +123,7 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
     seed: augmentation seed.
     generator: where the frozen models came from (recorded).
     chunk_size: examples per jitted generation call.
+    description: what the files state about themselves (`provenance.describe`).
   Raises:
     ValueError: the directory holds draws made with other settings.
   """
@@ -137,8 +142,10 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
       raise ValueError(f'{output_dir} holds draws made with other settings (differing: '
                        f'{changed}); use another directory')
   names = [draw_name(d) for d in range(num_draws)]
+  description = _json_roundtrip(dict(description or {}))
   manifest_path.write_text(json.dumps(dict(format_version=drawn_batches.FORMAT_VERSION,
-                                           settings=settings, draws=names), indent=1))
+                                           settings=settings, draws=names,
+                                           meta=description), indent=1))
   batches = input_pipeline.TrainBatches(source, hierarchy, data_config,
                                         global_batch_size=chunk_size, num_local_devices=1,
                                         seed=seed)
@@ -152,7 +159,7 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
     rows = draw_rows(batches, len(source), draw, chunk_size, generate, collections)
     temporary = path.with_name(path.name + '.tmp')
     with open(temporary, 'wb') as f:
-      np.savez(f, **rows)
+      np.savez(f, **rows, meta=np.asarray(json.dumps(description)))
     os.replace(temporary, path)
     logging.info('%s: draw %d of %d (%d examples) in %.0f s', output_dir, draw + 1,
                  num_draws, len(source), time.perf_counter() - start)

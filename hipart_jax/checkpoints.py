@@ -131,7 +131,9 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     step: the step to load; the latest one when None.
   Returns:
     `(variables, meta)`: `variables = {'params': ..., **collections}` as host-local
-    arrays on the first local device, ready for `module.apply`; `meta` the saved JSON.
+    arrays on the first local device, ready for `module.apply`; `meta` the saved JSON
+    plus 'step', the step restored (not saved: a later stage records it as a frozen
+    stage's step).
   Raises:
     FileNotFoundError: the directory or the step does not exist, or holds no checkpoint.
     ValueError: the checkpoint belongs to another stage than `expected_stage`.
@@ -171,6 +173,7 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
   finally:
     manager.close()
   variables = {'params': state['params'], **(state.get('collections') or {})}
+  meta = {**meta, 'step': step}
   logging.info('Loaded %s variables of step %d from %s', stage, step, path)
   return variables, meta
 

@@ -6,11 +6,14 @@ a cache computes it once. `generate_split` writes it, `load_generated` reads it 
 Format (version 1), in one output directory per (dataset, split, generator, settings):
 
   manifest.json        {'format_version': 1, 'settings': {...}, 'shards': [{'name',
-                        'start', 'stop'}], 'complete': bool}. `settings` holds dataset,
-                        split, input_source, num_examples, num_samples, temperature,
-                        top_k, seed, shard_size, ordering (HiARM's decoding ordering),
-                        hierarchy (Hierarchy.to_json()) and generator (where the frozen
-                        models came from and their model configs).
+                        'start', 'stop'}], 'complete': bool, 'meta': {...}}.
+                        `settings` holds dataset, split, input_source, num_examples,
+                        num_samples, temperature, top_k, seed, shard_size, ordering
+                        (HiARM's decoding ordering), hierarchy (Hierarchy.to_json())
+                        and generator (where the frozen models came from, their model
+                        configs and identity). 'meta' is what the files state about
+                        themselves (hipart_jax/provenance.py: units, coordinate_frame,
+                        joint_names per level, input, model, project_version).
   <split>-NNNNN.npz    shard NNNNN holds examples [start, stop) of the split, in order:
     index       [n] int32     example index in the split: the join key with the dataset
                               examples (the input pipeline's batch key 'index');
@@ -18,7 +21,8 @@ Format (version 1), in one output directory per (dataset, split, generator, sett
     dense_2d    [n, K, D, 2]  the example's *unaugmented* input (docs/ARCHITECTURE.md,
     fine_2d     [n, K, F, 2]  "Coordinates"): screen = p * norm_scale + norm_center;
     norm_center [n, 2]        float32, that frame;
-    norm_scale  [n]           float32.
+    norm_scale  [n]           float32;
+    meta        []            str, the manifest's 'meta' as JSON.
 
 Generation sees the split's input joints without augmentation (no flip, noise or
 occlusion), so the cache serves lifter training without input augmentation (or with
@@ -149,6 +153,7 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
                    batch_size: int, shard_size: int, num_samples: int = 1,
                    temperature: float = 0.0, top_k: int = 0, seed: int = 0,
                    generator: Mapping[str, Any] | None = None,
+                   description: Mapping[str, Any] | None = None,
                    progress: bool = True) -> list[str]:
   """Generates K hierarchies for every example of a split into `output_dir` (see above).
 
@@ -162,6 +167,7 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
     shard_size: examples per shard; a multiple of batch_size.
     num_samples, temperature, top_k, seed: sampling (K = num_samples).
     generator: JSON-serializable description of the models' origin (checkpoints, configs).
+    description: what the files state about themselves (`provenance.describe`).
     progress: log examples/s.
   Returns:
     The names of the shards written by this call (those already present are skipped).
@@ -191,8 +197,9 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
     if changed:
       raise ValueError(f'{output_dir} holds a cache written with other settings ({changed}); '
                        'use another output directory')
+  description = json.loads(json.dumps(dict(description or {})))
   write_manifest(output_dir, dict(format_version=FORMAT_VERSION, settings=settings,
-                                  shards=shards, complete=False))
+                                  shards=shards, complete=False, meta=description))
   rng = jax.random.key(seed)
   todo = [(n, s) for n, s in enumerate(shards) if not (output_dir / s['name']).is_file()]
   logging.info('%s: %d of %d shards to generate.', output_dir, len(todo), len(shards))
@@ -202,6 +209,7 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
     arrays = _generate_shard(msst, hiarm, collections, source, hierarchy, data_config, shard,
                              batch_size=batch_size, rng=jax.random.fold_in(rng, number),
                              temperature=temperature, top_k=top_k, num_samples=num_samples)
+    arrays['meta'] = np.asarray(json.dumps(description))  # A string: np.load needs no pickle.
     _write_atomically(output_dir / shard['name'], lambda f, a=arrays: np.savez(f, **a))
     done += shard['stop'] - shard['start']
     now = time.perf_counter()
@@ -210,7 +218,7 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
       logging.info('generated %d/%d examples (%.1f examples/s)', done, total,
                    done / max(now - start_time, 1e-9))
   write_manifest(output_dir, dict(format_version=FORMAT_VERSION, settings=settings,
-                                  shards=shards, complete=True))
+                                  shards=shards, complete=True, meta=description))
   return [shard['name'] for _, shard in todo]
 
 

@@ -17,6 +17,12 @@ metrics (one row per occlusion level) and the per-action breakdown, and writes
   several levels: {'settings', 'levels': {level: metrics}, 'table': {level: {the main
                   metrics}}}.
 
+Either form also holds 'meta' (hipart_jax/provenance.py): units (of the errors),
+coordinate_frame (the protocol's root and alignments), joint_names (the evaluated
+joints, the order of per_joint), input ({protocol, dataset, split, input_source}),
+model (the lifter's and its frozen stages' steps and config hashes) and
+project_version.
+
 Undefined values (e.g. an occluded-joint error without occluded joints) are null.
 Errors (missing checkpoint, a checkpoint of another stage, an unknown protocol or
 occlusion level, a dataset that is not there) end the program with a one-line message.
@@ -39,6 +45,7 @@ from hipart_jax import evaluation
 from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
+from hipart_jax import provenance
 from launch.configs import base
 
 
@@ -97,6 +104,18 @@ def data_config_for(protocol: protocols.Protocol, meta: dict[str, Any],
   return config
 
 
+def describe(spec: protocols.Protocol, identity: dict[str, Any]) -> dict[str, Any]:
+  """What metrics.json states about itself (module docstring), as JSON values."""
+  return provenance.describe(
+      model=identity,
+      input_description=dict(protocol=spec.name, dataset=spec.tfds_name, split=spec.split,
+                             input_source=spec.input_source),
+      units=f'{spec.units_out} (pck and auc: fractions)',
+      coordinate_frame=(f'3D poses relative to {spec.root}; alignments '
+                        f'{", ".join(spec.alignment)}'),
+      joint_names=spec.joints)
+
+
 def run(*, checkpoint: str, workdir: str, protocol: str = 'synthetic',
         data_dir: str | None = None, occlusion: Sequence[str] = ('none',),
         num_samples: int = 1, temperature: float = 0.0, top_k: int = 0,
@@ -152,6 +171,7 @@ def run(*, checkpoint: str, workdir: str, protocol: str = 'synthetic',
     output = {'settings': settings, 'levels': results,
               'table': {level: {key: summary.get(key) for key in main_keys if key in summary}
                         for level, summary in results.items()}}
+  output['meta'] = describe(spec, provenance.model_identity(checkpoint, meta))
   output = _json_safe(output)
   path = pathlib.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)

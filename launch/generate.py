@@ -20,6 +20,12 @@ augmented input (`hipart_jax/augmented_draws.py`). A lifter trains from them wit
   python -m launch.generate --hiarm=/tmp/w/hiarm --dataset=cmu_mocap/multi_subject \
       --split=train --num_draws=4 --output_dir=/tmp/w/draws
 
+Every output file states what it holds (hipart_jax/provenance.py): the manifest's
+'meta' and each shard's (draw's) `meta` string give units and coordinate frame (the
+model frame), joint_names per hierarchy level, the input (dataset, split,
+input_source), the model identity (every stage's checkpoint step and config hash) and
+project_version.
+
 Rerunning the same command resumes: shards (draws) already written are skipped. Running
 with other settings into the same directory is refused. Errors end the program with a
 one-line message.
@@ -41,6 +47,7 @@ from hipart_jax import augmented_draws
 from hipart_jax import checkpoints
 from hipart_jax import generated_cache
 from hipart_jax import input_pipeline
+from hipart_jax import provenance
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
 
@@ -105,7 +112,8 @@ def load_generator(checkpoint: str | None, hiarm_dir: str | None, msst_dir: str 
                        'generator (train one in hierarchical mode, or pass --hiarm)')
     collections = {key: variables[key] for key in ('frozen_msst', 'frozen_hiarm')}
     generator = dict(lifter=str(pathlib.Path(checkpoint).absolute()),
-                     models=meta['frozen_models'])
+                     models=meta['frozen_models'],
+                     model=provenance.model_identity(checkpoint, meta))
     return model.msst, model.hiarm, collections, generator, _trained_input_source(meta)
   hiarm_variables, hiarm_meta = checkpoints.restore_params(hiarm_dir, expected_stage='hiarm')
   hierarchy = skeleton.Hierarchy.from_json(hiarm_meta['hierarchy'])
@@ -123,8 +131,21 @@ def load_generator(checkpoint: str | None, hiarm_dir: str | None, msst_dir: str 
   hiarm = hipart.build_hiarm(hiarm_meta['model'], hierarchy, msst)
   collections = {'frozen_msst': msst_variables, 'frozen_hiarm': hiarm_variables}
   generator = dict(hiarm=str(pathlib.Path(hiarm_dir).absolute()),
-                   models=dict(msst=msst_config, hiarm=hiarm_meta['model']))
+                   models=dict(msst=msst_config, hiarm=hiarm_meta['model']),
+                   model=provenance.model_identity(hiarm_dir, hiarm_meta))
   return msst, hiarm, collections, generator, _trained_input_source(hiarm_meta)
+
+
+def describe(identity: Mapping[str, Any], hierarchy: skeleton.Hierarchy, *, dataset: str,
+             split: str, input_source: str, augmented: bool) -> dict[str, Any]:
+  """What the generated files state about themselves (module docstring)."""
+  units = provenance.UNITS_MODEL_FRAME + (
+      '; sparse_3d meters, root-relative, camera axes' if augmented else '')
+  return provenance.describe(
+      model=identity, input_description=dict(dataset=dataset, split=split,
+                                             input_source=input_source),
+      units=units, coordinate_frame=provenance.COORDINATE_FRAME_MODEL,
+      joint_names=provenance.hierarchy_joint_names(hierarchy))
 
 
 def run(*, dataset: str, output_dir: str, checkpoint: str | None = None,
@@ -156,16 +177,18 @@ def run(*, dataset: str, output_dir: str, checkpoint: str | None = None,
                 f'{str(e).splitlines()[0] if str(e) else ""}') from None
   generated = (msst_model, hiarm_model, collections, source, hierarchy, data_config,
                output_dir)
+  description = describe(generator['model'], hierarchy, dataset=dataset, split=split,
+                         input_source=data_config.input_source, augmented=bool(num_draws))
   try:
     if num_draws:
       written = augmented_draws.write_draws(
           *generated, split=split, num_draws=num_draws, seed=seed, generator=generator,
-          chunk_size=batch_size)
+          chunk_size=batch_size, description=description)
     else:
       written = generated_cache.generate_split(
           *generated, dataset=dataset, split=split, batch_size=batch_size,
           shard_size=shard_size, num_samples=num_samples, temperature=temperature,
-          top_k=top_k, seed=seed, generator=generator)
+          top_k=top_k, seed=seed, generator=generator, description=description)
   except (KeyError, ValueError) as e:
     raise _fail(str(e)) from None
   logging.info('%s: wrote %d %s.', output_dir, len(written),

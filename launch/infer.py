@@ -3,6 +3,10 @@ r"""Lifts a file of 2D keypoints to 3D with a trained HiPART.
   python -m launch.infer --checkpoint=/tmp/w/lifter --input=poses.json \
       --output=poses_3d.npz [--image_size=1920,1080] [--num_samples=5 --temperature=1]
       [--plot]
+  python -m launch.infer --model=/tmp/w/bundle ...   # a bundle of launch.export
+
+`--model` runs from an inference bundle (hipart_jax/bundle.py: configs and parameters,
+checksummed) instead of a lifter workdir; exactly one of the two is given.
 
 Input (hipart_jax/keypoint_io.py): npz, COCO or Halpe keypoint results, a COCO
 annotation file, OpenPose frames (a file or a folder; BODY_25, COCO-18, or BODY_25B with
@@ -22,11 +26,13 @@ Output, by the extension of `--output`; rows sorted by (track, frame) like the i
          fine_2d [N, F, 2], and `hierarchy` (Hierarchy.to_json() as a JSON string).
   .json  {"meta": the description below, "poses": a list of {frame, track, pose_3d:
          [[x, y, z]] * 17, no_visible_joint, and uncertainty_mm: [17] with K > 1}}.
-Both describe themselves (`describe`): units ('meters'), coordinate_frame, joint_names
-(the order of the 17 joints), input_file, input_format and input_layout (as read),
-model (JSON: checkpoint, stage, mode, step, config_sha256 and the frozen stages' config
-hashes, with their steps where the checkpoint meta records them) and project_version;
-in the .npz each is one string entry (model a JSON string), in the .json keys of "meta".
+Both describe themselves (`describe`, hipart_jax/provenance.py): units ('meters'),
+coordinate_frame, joint_names (the order of the 17 joints), input ({file, format,
+layout}; also flat as input_file, input_format and input_layout), model
+(`provenance.model_identity`: checkpoint, stage, mode, step, config_sha256 and every
+frozen stage's config_sha256 and step; from a bundle its recorded identity plus
+`bundle` and `bundle_sha256`) and project_version; in the .npz each is one string
+entry (model and input JSON strings), in the .json keys of "meta".
 `no_visible_joint` marks detections without any confident joint: they are kept (nothing
 is dropped), but their 3D pose is the lifter's guess from no evidence.
 
@@ -43,8 +49,6 @@ output extension end the program with a one-line message.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import pathlib
 from typing import Any, Sequence
@@ -55,21 +59,19 @@ from absl import logging
 import jax
 import numpy as np
 
+from hipart_jax import bundle
 from hipart_jax import checkpoints
 from hipart_jax import evaluation
 from hipart_jax import execution
 from hipart_jax import keypoint_io
 from hipart_jax import plotting
+from hipart_jax import provenance
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
 from launch.configs import base
 
 OUTPUT_EXTENSIONS = ('.npz', '.json')
 EXECUTION = base.inference_execution()
-UNITS = 'meters'
-COORDINATE_FRAME = ('camera, root-relative: pelvis at 0, x right, y down, z forward '
-                    '(the image axes, z away from the camera)')
-# Resolution of the --plot figures.
 FIGURE_DPI = 80
 
 
@@ -77,6 +79,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines this tool's flags (called by `__main__`; tests pass their own FlagValues)."""
   define = dict(flag_values=flag_values)
   flags.DEFINE_string('checkpoint', None, 'Workdir of a trained lifter.', **define)
+  flags.DEFINE_string('model', None, 'An inference bundle of launch.export (instead of '
+                      '--checkpoint).', **define)
   flags.DEFINE_string('input', None, 'Keypoint file, or a folder of OpenPose frames.',
                       **define)
   flags.DEFINE_string('output', None, 'Output file: .npz or .json.', **define)
@@ -103,51 +107,43 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('seed', 0, 'Sampling seed.', **define)
   flags.DEFINE_bool('plot', False, 'Write PNG figures beside the output.', **define)
   flags.DEFINE_integer('plot_rows', 4, 'How many rows --plot draws.', **define)
-  flags.mark_flags_as_required(['checkpoint', 'input', 'output'], flag_values=flag_values)
+  flags.mark_flags_as_required(['input', 'output'], flag_values=flag_values)
 
 
 def _fail(message: str) -> SystemExit:
   return SystemExit(f'infer: error: {message}')
 
 
-def _config_hash(config: Any) -> str | None:
-  if config is None:
-    return None
-  return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def _latest_step(checkpoint: str) -> int | None:
-  """The step `checkpoints.load_hipart` restores: the largest step directory."""
-  path = pathlib.Path(checkpoint)
-  if (path / checkpoints.CHECKPOINT_SUBDIR).is_dir():
-    path = path / checkpoints.CHECKPOINT_SUBDIR
-  steps = [int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
-  return max(steps) if steps else None
-
-
-def _project_version() -> str:
-  try:
-    return importlib.metadata.version('hipart-jax')
-  except importlib.metadata.PackageNotFoundError:
-    return 'unknown (not installed)'
-
-
-def describe(sequence: keypoint_io.KeypointSequence, checkpoint: str, model: hipart.HiPART,
-             meta: dict[str, Any]) -> dict[str, Any]:
+def describe(sequence: keypoint_io.KeypointSequence, identity: dict[str, Any]
+             ) -> dict[str, Any]:
   """What an output file states about itself (module docstring), as JSON values."""
-  frozen_steps = meta.get('frozen_steps') or {}
-  frozen = {name: dict(config_sha256=_config_hash(config), step=frozen_steps.get(name))
-            for name, config in sorted((meta.get('frozen_models') or {}).items())}
-  return dict(
-      units=UNITS, coordinate_frame=COORDINATE_FRAME,
-      joint_names=list(skeleton.H36M_JOINT_NAMES),
-      input_file=str(pathlib.Path(sequence.source).absolute()),
-      input_format=sequence.format, input_layout=sequence.layout,
-      model=dict(checkpoint=str(pathlib.Path(checkpoint).absolute()),
-                 stage=meta.get('stage'), mode=model.lifter.mode,
-                 step=_latest_step(checkpoint), config_sha256=_config_hash(meta.get('model')),
-                 frozen=frozen),
-      project_version=_project_version())
+  input_file = str(pathlib.Path(sequence.source).absolute())
+  return provenance.describe(
+      model=identity, input_description=dict(file=input_file, format=sequence.format,
+                                             layout=sequence.layout),
+      input_file=input_file, input_format=sequence.format, input_layout=sequence.layout)
+
+
+def load_model(checkpoint: str | None, model_dir: str | None
+               ) -> tuple[hipart.HiPART, dict[str, Any], dict[str, Any]]:
+  """(model, variables, model identity) from a lifter workdir or a bundle; SystemExit
+  when neither or both are given, or when either does not load."""
+  if bool(checkpoint) == bool(model_dir):
+    raise _fail('pass exactly one of --checkpoint (a lifter workdir) and --model (a '
+                'bundle of launch.export)')
+  if model_dir:
+    try:
+      model, variables, manifest = bundle.read(model_dir)
+    except bundle.BundleError as e:
+      raise _fail(f'--model: {e}') from None
+    identity = dict(manifest['model'], bundle=str(pathlib.Path(model_dir).absolute()),
+                    bundle_sha256=manifest.get('bundle_sha256'))
+    return model, variables, identity
+  try:
+    model, variables, meta = checkpoints.load_hipart(checkpoint)
+  except (FileNotFoundError, ValueError) as e:
+    raise _fail(f'--checkpoint: {e}') from None
+  return model, variables, provenance.model_identity(checkpoint, meta)
 
 
 def _npz_arrays(sequence: keypoint_io.KeypointSequence, out: dict[str, np.ndarray],
@@ -213,7 +209,8 @@ def plot_rows(arrays: dict[str, np.ndarray], output: pathlib.Path,
   return paths
 
 
-def run(*, checkpoint: str, input_path: str, output: str, input_format: str | None = None,
+def run(*, checkpoint: str | None = None, model_dir: str | None = None, input_path: str,
+        output: str, input_format: str | None = None,
         image_size: str | None = None, track_ids: bool = True, anatomy_check: bool = True,
         num_samples: int = 1,
         temperature: float = 0.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
@@ -221,8 +218,10 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
         ) -> dict[str, np.ndarray]:
   """Reads, lifts, writes; returns the arrays of the .npz layout. SystemExit on user errors.
 
-  Each batch is split over every local device (JAX's; `main` first makes one per core
-  of a CPU host) and evaluated `chunk_size` poses at a time (None: `EXECUTION`'s).
+  The model comes from `checkpoint` (a lifter workdir) or `model_dir` (a bundle of
+  launch.export): exactly one of them. Each batch is split over every local device
+  (JAX's; `main` first makes one per core of a CPU host) and evaluated `chunk_size`
+  poses at a time (None: `EXECUTION`'s).
   """
   output_path = pathlib.Path(output)
   if output_path.suffix.lower() not in OUTPUT_EXTENSIONS:
@@ -237,12 +236,9 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
                                           anatomy_check=anatomy_check)
   except keypoint_io.KeypointFileError as e:
     raise _fail(str(e)) from None
-  try:
-    model, variables, meta = checkpoints.load_hipart(checkpoint)
-    model = execution.with_lifter_attention(
-        model, execution.Execution.for_backend(EXECUTION).lifter_attention)
-  except (FileNotFoundError, ValueError) as e:
-    raise _fail(f'--checkpoint: {e}') from None
+  model, variables, identity = load_model(checkpoint, model_dir)
+  model = execution.with_lifter_attention(
+      model, execution.Execution.for_backend(EXECUTION).lifter_attention)
   if model.lifter.mode not in ('sparse', 'hierarchical'):
     raise _fail(f'--checkpoint={checkpoint}: a lifter in {model.lifter.mode!r} mode needs '
                 'the ground-truth hierarchy; inference takes sparse or hierarchical lifters')
@@ -256,7 +252,7 @@ def run(*, checkpoint: str, input_path: str, output: str, input_format: str | No
       num_samples=num_samples, devices=jax.local_devices(),
       chunk_size=(execution.Execution.for_backend(EXECUTION).predict_chunk_size
                   if chunk_size is None else chunk_size))
-  description = describe(sequence, checkpoint, model, meta)
+  description = describe(sequence, identity)
   arrays = _npz_arrays(sequence, out, model, num_samples, description)
   output_path.parent.mkdir(parents=True, exist_ok=True)
   if output_path.suffix.lower() == '.npz':
@@ -282,7 +278,8 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     execution.configure_cpu_devices(devices)
   except (ValueError, RuntimeError) as e:
     raise _fail(f'--cpu_devices: {e}') from None
-  run(checkpoint=f.checkpoint, input_path=f.input, output=f.output, input_format=f.format,
+  run(checkpoint=f.checkpoint, model_dir=f.model, input_path=f.input, output=f.output,
+      input_format=f.format,
       image_size=f.image_size, track_ids=f.track_ids, anatomy_check=f.anatomy_check,
       num_samples=f.num_samples,
       temperature=f.temperature, top_k=f.top_k, batch_size=f.batch_size, seed=f.seed,

@@ -63,3 +63,24 @@ def train_tiny_pipeline(root: pathlib.Path) -> dict[str, pathlib.Path]:
       dirs['lifter_hierarchical'])
   run(lifter_config('sparse'), dirs['lifter_sparse'])
   return dirs
+
+
+def saved_step(workdir) -> int:
+  """The step of the newest checkpoint a workdir holds (its step directory's name)."""
+  root = pathlib.Path(workdir) / 'checkpoints'
+  return max(int(p.name) for p in root.iterdir() if p.name.isdigit())
+
+
+def expected_steps(dirs, name: str) -> tuple[int, dict[str, int]]:
+  """(step, {frozen stage: step}) a model identity of workdir `dirs[name]` must state."""
+  frozen = {'lifter_hierarchical': ('msst', 'hiarm'), 'hiarm': ('msst',)}.get(name, ())
+  return saved_step(dirs[name]), {stage: saved_step(dirs[stage]) for stage in frozen}
+
+
+def assert_identity(identity, dirs, name: str, stage: str) -> None:
+  """`identity` (provenance.model_identity as JSON) names `dirs[name]` and its steps."""
+  step, frozen = expected_steps(dirs, name)
+  assert identity['checkpoint'] == str(pathlib.Path(dirs[name]).absolute())
+  assert identity['stage'] == stage and identity['step'] == step
+  assert {k: v['step'] for k, v in identity['frozen'].items()} == frozen
+  assert all(len(v['config_sha256']) == 64 for v in identity['frozen'].values())

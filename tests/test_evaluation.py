@@ -202,6 +202,7 @@ def test_cli_writes_metrics_per_occlusion_level(tiny_pipeline, tiny_protocol, tm
   assert written['table']['one_limb']['mpjpe_mm'] == written['levels']['one_limb']['mpjpe_mm']
   # Action names from the dataset info, not ids.
   assert all(not name.isdigit() for name in written['levels']['none']['per_action'])
+  _assert_describes(written['meta'], tiny_pipeline, 'lifter_hierarchical', tiny_protocol)
   printed = capsys.readouterr().out
   assert 'one_limb' in printed and 'best-of-K' in printed and 'per action' in printed
 
@@ -215,6 +216,19 @@ def test_cli_single_level_keys_at_top(tiny_pipeline, tiny_protocol, tmp_path,
   assert set(PROMISED) <= set(written)
   assert written['settings']['lifter_mode'] == 'sparse'
   assert written['protocol'] == tiny_protocol and 'oracle_mpjpe_mm' not in written
+  _assert_describes(written['meta'], tiny_pipeline, 'lifter_sparse', tiny_protocol)
+
+
+def _assert_describes(meta, tiny_pipeline, name, protocol):
+  """metrics.json states its units, joints (per_joint's order), split and model."""
+  spec = protocols.PROTOCOLS[protocol]
+  assert meta['units'].startswith(spec.units_out)
+  assert meta['coordinate_frame'].startswith(f'3D poses relative to {spec.root}')
+  assert meta['joint_names'] == list(spec.joints)
+  assert meta['input'] == dict(protocol=protocol, dataset=spec.tfds_name, split=spec.split,
+                               input_source=spec.input_source)
+  pipeline_fixture.assert_identity(meta['model'], tiny_pipeline, name, 'lifter')
+  assert meta['project_version']
 
 
 @pytest.mark.parametrize('case, message', [

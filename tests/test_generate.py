@@ -66,6 +66,24 @@ def test_writes_shards_and_manifest(cache, tiny_pipeline):
   with np.load(output_dir / names[1]) as shard:
     np.testing.assert_array_equal(shard['index'], np.arange(8, 16))
     assert shard['fine_2d'].shape == (8, 1, pipeline_fixture.HIERARCHY.num_fine, 2)
+    assert json.loads(shard['meta'].item()) == manifest['meta']
+  _assert_describes(manifest['meta'], tiny_pipeline, 'lifter_hierarchical', 'lifter',
+                    split='test')
+  assert settings['generator']['model'] == manifest['meta']['model']
+
+
+def _assert_describes(meta, tiny_pipeline, name, stage, split):
+  """What a generated file states: the model frame, every level's joints, the split,
+  and the identity of the generator with every stage's real step."""
+  assert meta['units'].startswith('model frame') and 'norm_scale' in meta['coordinate_frame']
+  h = pipeline_fixture.HIERARCHY
+  assert meta['joint_names']['sparse'] == list(skeleton.H36M_JOINT_NAMES)
+  assert [len(meta['joint_names'][level]) for level in ('dense', 'fine')] == [
+      h.num_dense, h.num_fine]
+  assert meta['input'] == dict(dataset='synthetic_poses/tiny', split=split,
+                               input_source='gt')
+  pipeline_fixture.assert_identity(meta['model'], tiny_pipeline, name, stage)
+  assert meta['project_version']
 
 
 def test_resume_rewrites_only_the_missing_shard(cache):
@@ -154,6 +172,10 @@ def test_num_draws_writes_augmented_draws_a_lifter_trains_from(tiny_pipeline,
   assert manifest['draws'] == ['draw-000.npz', 'draw-001.npz']
   assert manifest['settings']['seed'] == 1 and manifest['settings']['split'] == 'train'
   rows = drawn_batches.load_draws(output_dir)
+  _assert_describes(manifest['meta'], tiny_pipeline, 'hiarm', 'hiarm', split='train')
+  assert 'sparse_3d meters' in manifest['meta']['units']
+  with np.load(output_dir / 'draw-001.npz') as draw:
+    assert json.loads(draw['meta'].item()) == manifest['meta']
   n = manifest['settings']['num_examples']
   assert rows['generated_dense_2d'].shape[0] == 2 * n
   assert not np.array_equal(rows['inputs_2d'][:n], rows['inputs_2d'][n:])

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import keypoint_files
+import pipeline_fixture
 from hipart_jax import checkpoints
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
@@ -83,7 +84,8 @@ def _model_meta(checkpoint):
   return checkpoints.load_hipart(checkpoint)[2]
 
 
-def test_npz_output_describes_itself(checkpoint, from_npz, tmp_path_factory):
+def test_npz_output_describes_itself(checkpoint, from_npz, tmp_path_factory,
+                                     tiny_pipeline):
   """units, frame, joint order, input and its format, model identity, project version."""
   arrays = from_npz
   assert arrays['units'].item() == 'meters'
@@ -93,13 +95,13 @@ def test_npz_output_describes_itself(checkpoint, from_npz, tmp_path_factory):
   assert pathlib.Path(arrays['input_file'].item()).is_absolute()
   assert (arrays['input_format'].item(), arrays['input_layout'].item()) == ('npz', 'h36m17')
   assert arrays['project_version'].item() == importlib.metadata.version('hipart-jax')
+  assert json.loads(arrays['input'].item()) == dict(
+      file=arrays['input_file'].item(), format='npz', layout='h36m17')
   model = json.loads(arrays['model'].item())
   meta = _model_meta(checkpoint)
-  expected_step = max(int(p.name) for p in (pathlib.Path(checkpoint) / 'checkpoints').iterdir()
-                      if p.name.isdigit())
-  assert model['stage'] == 'lifter' and model['mode'] == 'hierarchical'
-  assert model['step'] == expected_step and model['checkpoint'] == str(
-      pathlib.Path(checkpoint).absolute())
+  assert model['mode'] == 'hierarchical'
+  # Every stage's step is the real one: the lifter's, and its frozen MSST's and HiARM's.
+  pipeline_fixture.assert_identity(model, tiny_pipeline, 'lifter_hierarchical', 'lifter')
   assert model['config_sha256'] == hashlib.sha256(
       json.dumps(meta['model'], sort_keys=True).encode()).hexdigest()
   assert sorted(model['frozen']) == ['hiarm', 'msst']

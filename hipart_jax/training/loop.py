@@ -136,6 +136,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       raise ValueError(f'{workdir} holds a checkpoint of stage '
                        f'{restored_meta.get("stage")!r}, not {config.stage!r}')
   meta = make_meta(config, hierarchy, stage)
+  if restored is not None and 'frozen_steps' in restored_meta:
+    # The restored state embeds the frozen stages of the first start, not today's.
+    meta['frozen_steps'] = restored_meta['frozen_steps']
   plan = execution.Execution.for_backend(config.get('execution'))
   logging.info('Train step over %d local device(s): %s.', jax.local_device_count(), plan)
   train_step = execution.map_step(

@@ -131,12 +131,14 @@ class HiARMStage:
         config.init_from.get('msst'), 'msst', hierarchy)
     self.msst = hipart.build_msst(msst_meta['model'], hierarchy)
     self.msst_config = msst_meta['model']
+    self.msst_step = msst_meta.get('step')
     self.model = hipart.build_hiarm(config.model, hierarchy, self.msst)
     self.dense_weight = config.loss.dense_weight
     self.label_smoothing = config.loss.label_smoothing
 
   def meta(self) -> dict[str, Any]:
-    return {'frozen_models': {'msst': self.msst_config}}
+    return {'frozen_models': {'msst': self.msst_config},
+            'frozen_steps': {'msst': self.msst_step}}
 
   def targets(self, collections, batch):
     """Token ids of the ground-truth hierarchy: ([B, S], [B, D]) int32."""
@@ -194,6 +196,7 @@ class LifterStage:
     self.temperature = config.loss.get('generation_temperature', 0.0)
     self.frozen: dict[str, Any] = {}
     self.frozen_configs: dict[str, Any] = {}
+    self.frozen_steps: dict[str, int | None] = {}
     if self.mode == 'hierarchical':
       msst_variables, msst_meta = checkpoints.load_frozen(
           config.init_from.get('msst'), 'msst', hierarchy)
@@ -203,10 +206,11 @@ class LifterStage:
       self.hiarm = hipart.build_hiarm(hiarm_meta['model'], hierarchy, self.msst)
       self.frozen = {'frozen_msst': msst_variables, 'frozen_hiarm': hiarm_variables}
       self.frozen_configs = {'msst': msst_meta['model'], 'hiarm': hiarm_meta['model']}
+      self.frozen_steps = {'msst': msst_meta.get('step'), 'hiarm': hiarm_meta.get('step')}
     self.bone_weight = config.loss.get('bone_weight', 0.0)
 
   def meta(self) -> dict[str, Any]:
-    return {'frozen_models': self.frozen_configs}
+    return {'frozen_models': self.frozen_configs, 'frozen_steps': self.frozen_steps}
 
   def hierarchy_2d(self, collections, batch, rng):
     """The hierarchy the lifter sees: None, generated, or ground truth."""
