@@ -141,9 +141,11 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     path = path / CHECKPOINT_SUBDIR
   if not path.is_dir():
     raise FileNotFoundError(f'checkpoint directory {str(directory)!r} does not exist')
-  # orbax warns that a read-only manager is read-only, which is what restoring asks for.
-  read_only_notice = lambda record: not record.getMessage().startswith(
-      'Given directory is read only')
+
+  def read_only_notice(record) -> bool:
+    # orbax warns that a read-only manager is read-only, which is what restoring asks for.
+    return not record.getMessage().startswith('Given directory is read only')
+
   logging.get_absl_logger().addFilter(read_only_notice)
   try:
     manager = ocp.CheckpointManager(

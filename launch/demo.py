@@ -8,7 +8,8 @@ r"""The README's main job: HiPART end to end on the embedded synthetic dataset.
    configs (launch/configs/synthetic_*.py) shortened by launch/configs/demo.py;
 3. evaluates the three lifters on the test subjects with and without occlusion;
 4. lifts a few test poses from pixels with K sampled hypotheses;
-5. writes `report.md`, `report.json` and figures to the workdir.
+5. writes `report.md`, `report.json` and figures to the workdir, and prints the MPJPE
+   table (lifter × occlusion level).
 
 Every stage resumes from its workdir, so an interrupted demo continues where it stopped.
 `--config=launch/configs/demo.py:smoke` is the seconds-long variant the tests run.
