@@ -34,6 +34,8 @@ setuptools.setup(
         'tensorboard>=2.16',
         # MPI-INF-3DHP annotations are MATLAB v7.3 (HDF5) files.
         'h5py>=3.10',
+        # Progress bars of training, generation, evaluation and inference (on terminals).
+        'tqdm>=4.66',
     ],
     extras_require={
         # dill: imported by tfds.testing.DatasetBuilderTestCase.

@@ -55,7 +55,7 @@ from hipart_jax import input_pipeline
 from hipart_jax import metrics
 from hipart_jax.models import hipart
 from hipart_jax.training import loop
-from launch import quiet_logs
+from launch import console
 from launch.configs import cmu_hiarm
 from launch.configs import cmu_lifter
 from launch.configs import cmu_msst
@@ -85,6 +85,7 @@ def define_flags() -> None:
   for split in SPLITS:
     flags.DEFINE_list(f'{split}_clips', None,
                       f'Clip ids of the {split} split, replacing the builder config\'s.')
+  console.define_flags()
 
 
 # --------------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  quiet_logs.install()
+  console.install(flags.FLAGS.progress)
   f = flags.FLAGS
   c = f.config
   workdir = pathlib.Path(f.workdir)

@@ -38,12 +38,12 @@ import numpy as np
 
 from hipart_jax import drawn_batches
 from hipart_jax import input_pipeline
+from hipart_jax import progress as progress_lib
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
 
 DRAW_KEYS = drawn_batches.DRAW_KEYS
 MANIFEST = drawn_batches.MANIFEST
-LOG_EVERY_SECONDS = 15.0
 
 
 def draw_name(draw: int) -> str:
@@ -74,18 +74,20 @@ def _generate_fn(msst, hiarm):
 
 
 def draw_rows(batches: input_pipeline.TrainBatches, num_examples: int, draw: int,
-              chunk_size: int, generate, collections) -> dict[str, np.ndarray]:
+              chunk_size: int, generate, collections,
+              meter: progress_lib.Progress | None = None) -> dict[str, np.ndarray]:
   """Draw `draw` of every example: augmented model-frame rows + generated hierarchy.
 
   Chunk c of draw d is augmented as training step d * num_chunks + c of `batches`, so a
   draw is a pure function of (seed, draw).
+
+  `meter`, if given, counts the examples as they are drawn.
 
   Returns:
     {key: [num_examples, ...]} for every key of `DRAW_KEYS`.
   """
   num_chunks = -(-num_examples // chunk_size)
   parts = []
-  last_log = time.perf_counter()
   for chunk in range(num_chunks):
     indices = np.arange(chunk * chunk_size, min((chunk + 1) * chunk_size, num_examples))
     real = indices.size
@@ -99,9 +101,8 @@ def draw_rows(batches: input_pipeline.TrainBatches, num_examples: int, draw: int
     rows.update({f'generated_{level}_2d': np.asarray(generated[level][:real], np.float32)
                  for level in skeleton.LEVELS})
     parts.append(rows)
-    if time.perf_counter() - last_log > LOG_EVERY_SECONDS:
-      logging.info('draw %d: %d / %d examples', draw, indices[-1] + 1, num_examples)
-      last_log = time.perf_counter()
+    if meter is not None:
+      meter.update(real)
   return {key: np.concatenate([p[key] for p in parts]) for key in DRAW_KEYS}
 
 
@@ -151,17 +152,19 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
                                         seed=seed)
   generate = _generate_fn(msst, hiarm)
   written = []
-  for draw, name in enumerate(names):
-    path = output_dir / name
-    if path.exists():
-      continue
-    start = time.perf_counter()
-    rows = draw_rows(batches, len(source), draw, chunk_size, generate, collections)
-    temporary = path.with_name(path.name + '.tmp')
-    with open(temporary, 'wb') as f:
-      np.savez(f, **rows, meta=np.asarray(json.dumps(description)))
-    os.replace(temporary, path)
-    logging.info('%s: draw %d of %d (%d examples) in %.0f s', output_dir, draw + 1,
-                 num_draws, len(source), time.perf_counter() - start)
-    written.append(name)
+  todo = [(draw, name) for draw, name in enumerate(names)
+          if not (output_dir / name).exists()]
+  with progress_lib.Progress('drawn examples', len(todo) * len(source),
+                             unit='example') as meter:
+    for draw, name in todo:
+      path = output_dir / name
+      start = time.perf_counter()
+      rows = draw_rows(batches, len(source), draw, chunk_size, generate, collections, meter)
+      temporary = path.with_name(path.name + '.tmp')
+      with open(temporary, 'wb') as f:
+        np.savez(f, **rows, meta=np.asarray(json.dumps(description)))
+      os.replace(temporary, path)
+      logging.info('%s: draw %d of %d (%d examples) in %.0f s', output_dir, draw + 1,
+                   num_draws, len(source), time.perf_counter() - start)
+      written.append(name)
   return written

@@ -143,10 +143,20 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     path = path / CHECKPOINT_SUBDIR
   if not path.is_dir():
     raise FileNotFoundError(f'checkpoint directory {str(directory)!r} does not exist')
-  manager = ocp.CheckpointManager(
-      path.absolute(), options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={_STATE: ocp.StandardCheckpointHandler(),
-                     _META: ocp.JsonCheckpointHandler()})
+
+  def read_only_notice(record) -> bool:
+    # orbax warns that a read-only manager is read-only, which is what restoring asks for.
+    return not record.getMessage().startswith('Given directory is read only')
+
+  logging.get_absl_logger().addFilter(read_only_notice)
+  try:
+    manager = ocp.CheckpointManager(
+        path.absolute(), options=ocp.CheckpointManagerOptions(
+            read_only=True, create=False, save_interval_steps=0),
+        item_handlers={_STATE: ocp.StandardCheckpointHandler(),
+                       _META: ocp.JsonCheckpointHandler()})
+  finally:
+    logging.get_absl_logger().removeFilter(read_only_notice)
   try:
     steps = manager.all_steps()
     if not steps:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import collections.abc
 import functools
-import time
 from typing import Any, Iterator, Mapping, Sequence
 
 from absl import logging
@@ -34,12 +33,12 @@ from hipart_jax import execution
 from hipart_jax import geometry
 from hipart_jax import input_pipeline
 from hipart_jax import metrics
+from hipart_jax import progress as progress_lib
 from hipart_jax import protocols
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
 
 OCCLUSION_LEVELS = tuple(augment.OCCLUSION_LEVELS)  # 'none', 'one_limb', ...
-LOG_EVERY_SECONDS = 10.0
 # Columns of `format_table`: (metric key, header).
 TABLE_COLUMNS = (('mpjpe_mm', 'MPJPE'), ('p_mpjpe_mm', 'P-MPJPE'), ('n_mpjpe_mm', 'N-MPJPE'),
                  ('pck150', 'PCK150'), ('auc', 'AUC'), ('occluded_mpjpe_mm', 'occl. MPJPE'),
@@ -113,23 +112,6 @@ class _RecordingSource(collections.abc.Sequence):
     return examples
 
 
-class _Progress:
-  """Logs examples/s every LOG_EVERY_SECONDS and once at the end."""
-
-  def __init__(self, what: str, total: int, enabled: bool):
-    self._what, self._total, self._enabled = what, total, enabled
-    self._start = self._last = time.perf_counter()
-    self.done = 0
-
-  def update(self, count: int, final: bool = False) -> None:
-    self.done += count
-    now = time.perf_counter()
-    if self._enabled and (final or now - self._last >= LOG_EVERY_SECONDS):
-      self._last = now
-      rate = self.done / max(now - self._start, 1e-9)
-      logging.info('%s: %d/%d (%.1f/s)', self._what, self.done, self._total, rate)
-
-
 def _protocol_view(protocol: protocols.Protocol | None, poses: np.ndarray) -> np.ndarray:
   """Poses [..., 17, 3] as the protocol scores them: relative to its root, its joints."""
   if protocol is None:
@@ -153,7 +135,8 @@ def _gather(model, variables, batches: Iterator[input_pipeline.Batch], rng, *, t
             progress: bool) -> dict[str, np.ndarray]:
   """Runs `lift_batch` over the batches; concatenated predictions and batch fields."""
   pieces = collections.defaultdict(list)
-  meter = _Progress('evaluated examples', total, progress)
+  meter = progress_lib.Progress('evaluated examples', total, unit='example',
+                                enabled=progress)
   for number, batch in enumerate(batches):
     batch = {key: value[0] for key, value in batch.items()}  # One device: [1, B, ...].
     out = lift_batch(model, variables, batch, jax.random.fold_in(rng, number),
@@ -163,7 +146,7 @@ def _gather(model, variables, batches: Iterator[input_pipeline.Batch], rng, *, t
     for key in ('sparse_3d', 'visible', 'action', 'valid', 'index'):
       pieces[key].append(batch[key])
     meter.update(int(batch['valid'].sum()))
-  meter.update(0, final=True)
+  meter.close()
   return {key: np.concatenate(value) for key, value in pieces.items()}
 
 
@@ -193,7 +176,7 @@ def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
       the ids as keys of `per_action`.
     protocol: if given, score under it (`protocols.evaluate`: its root, joints, stride,
       subjects and groups).
-    progress: log examples/s.
+    progress: report examples/s (`progress.Progress`: a bar on a terminal).
     return_predictions: also return the per-example arrays under 'predictions'.
   Returns:
     `metrics.summarize` keys (mpjpe_mm, p_mpjpe_mm, n_mpjpe_mm, pck150, auc, per_action,
@@ -288,7 +271,7 @@ def predict_in_batches(model: hipart.HiPART, variables: Mapping[str, Any],
     chunk_size: poses per chunk (`execution.predict`; 0: each batch at once).
     devices: more than one: each batch is split over them (`execution.predict`; the
       batch rounded up to a multiple of their number).
-    progress: log poses/s.
+    progress: report poses/s (`progress.Progress`: a bar on a terminal).
   Returns:
     `hipart.predict`'s outputs as numpy arrays with leading dimension N.
   """
@@ -305,7 +288,7 @@ def predict_in_batches(model: hipart.HiPART, variables: Mapping[str, Any],
   confidence = np.asarray(confidence, np.float32)
   image_size = np.asarray(image_size, np.int32)
   pieces = collections.defaultdict(list)
-  meter = _Progress('lifted poses', num, progress)
+  meter = progress_lib.Progress('lifted poses', num, unit='pose', enabled=progress)
   for number, start in enumerate(range(0, num, size)):
     rows = np.minimum(np.arange(start, start + size), num - 1)  # Pad with the last row.
     out = execution.predict(model, variables, keypoints[rows], confidence[rows],
@@ -317,7 +300,7 @@ def predict_in_batches(model: hipart.HiPART, variables: Mapping[str, Any],
     for key, value in out.items():
       pieces[key].append(np.asarray(value)[:count])
     meter.update(count)
-  meter.update(0, final=True)
+  meter.close()
   return {key: np.concatenate(value) for key, value in pieces.items()}
 
 

@@ -41,7 +41,6 @@ import functools
 import json
 import os
 import pathlib
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
@@ -50,6 +49,7 @@ import ml_collections
 import numpy as np
 
 from hipart_jax import input_pipeline
+from hipart_jax import progress as progress_lib
 from hipart_jax import skeleton
 from hipart_jax.models import hiarm as hiarm_lib
 from hipart_jax.models import hipart
@@ -58,7 +58,6 @@ from hipart_jax.models import msst as msst_lib
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
 ARRAYS = ('index', 'sparse_2d', 'dense_2d', 'fine_2d', 'norm_center', 'norm_scale')
-LOG_EVERY_SECONDS = 10.0
 
 
 def shard_name(split: str, number: int) -> str:
@@ -168,7 +167,7 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
     num_samples, temperature, top_k, seed: sampling (K = num_samples).
     generator: JSON-serializable description of the models' origin (checkpoints, configs).
     description: what the files state about themselves (`provenance.describe`).
-    progress: log examples/s.
+    progress: report examples/s (`progress.Progress`: a bar on a terminal).
   Returns:
     The names of the shards written by this call (those already present are skipped).
   Raises:
@@ -204,19 +203,16 @@ def generate_split(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
   todo = [(n, s) for n, s in enumerate(shards) if not (output_dir / s['name']).is_file()]
   logging.info('%s: %d of %d shards to generate.', output_dir, len(todo), len(shards))
   total = sum(s['stop'] - s['start'] for _, s in todo)
-  done, start_time, last_log = 0, time.perf_counter(), time.perf_counter()
-  for number, shard in todo:
-    arrays = _generate_shard(msst, hiarm, collections, source, hierarchy, data_config, shard,
-                             batch_size=batch_size, rng=jax.random.fold_in(rng, number),
-                             temperature=temperature, top_k=top_k, num_samples=num_samples)
-    arrays['meta'] = np.asarray(json.dumps(description))  # A string: np.load needs no pickle.
-    _write_atomically(output_dir / shard['name'], lambda f, a=arrays: np.savez(f, **a))
-    done += shard['stop'] - shard['start']
-    now = time.perf_counter()
-    if progress and (now - last_log >= LOG_EVERY_SECONDS or number == todo[-1][0]):
-      last_log = now
-      logging.info('generated %d/%d examples (%.1f examples/s)', done, total,
-                   done / max(now - start_time, 1e-9))
+  with progress_lib.Progress('generated examples', total, unit='example',
+                             enabled=progress) as meter:
+    for number, shard in todo:
+      arrays = _generate_shard(msst, hiarm, collections, source, hierarchy, data_config,
+                               shard, batch_size=batch_size,
+                               rng=jax.random.fold_in(rng, number), temperature=temperature,
+                               top_k=top_k, num_samples=num_samples)
+      arrays['meta'] = np.asarray(json.dumps(description))  # A string: no pickle.
+      _write_atomically(output_dir / shard['name'], lambda f, a=arrays: np.savez(f, **a))
+      meter.update(shard['stop'] - shard['start'])
   write_manifest(output_dir, dict(format_version=FORMAT_VERSION, settings=settings,
                                   shards=shards, complete=True, meta=description))
   return [shard['name'] for _, shard in todo]

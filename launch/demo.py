@@ -8,7 +8,8 @@ r"""The README's main job: HiPART end to end on the embedded synthetic dataset.
    configs (launch/configs/synthetic_*.py) shortened by launch/configs/demo.py;
 3. evaluates the three lifters on the test subjects with and without occlusion;
 4. lifts a few test poses from pixels with K sampled hypotheses;
-5. writes `report.md`, `report.json` and figures to the workdir.
+5. writes `report.md`, `report.json` and figures to the workdir, and prints the MPJPE
+   table (lifter × occlusion level).
 
 Every stage resumes from its workdir, so an interrupted demo continues where it stopped.
 `--config=launch/configs/demo.py:smoke` is the seconds-long variant the tests run.
@@ -36,7 +37,7 @@ from hipart_jax import input_pipeline
 from hipart_jax import plotting
 from hipart_jax import skeleton
 from hipart_jax.training import loop
-from launch import quiet_logs
+from launch import console
 from launch.configs import base
 from launch.configs import synthetic_hiarm
 from launch.configs import synthetic_lifter
@@ -217,13 +218,27 @@ def run(demo: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   return report
 
 
+def mpjpe_table(results: dict[str, dict[str, dict]], levels: list[str]) -> str:
+  """The demo's main result as console text: MPJPE (mm) per lifter and occlusion level."""
+  rows = [['lifter', *levels]] + [
+      [_MODE_NAMES.get(name, name), *(_fmt(table[level]['mpjpe_mm']) for level in levels)]
+      for name, table in results.items()]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ['  '.join([row[0].ljust(widths[0])]
+                     + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+           for row in rows]
+  return '\n'.join(['MPJPE (mm) by occlusion level, test subjects:', *lines])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  quiet_logs.install()
-  report = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.data_dir)
-  print(report)
-  print(f'Report written to {pathlib.Path(flags.FLAGS.workdir) / "report.md"}')
+  console.install(flags.FLAGS.progress)
+  workdir = pathlib.Path(flags.FLAGS.workdir)
+  run(flags.FLAGS.config, workdir, flags.FLAGS.data_dir)
+  results = json.loads((workdir / 'report.json').read_text())['results']
+  print(f'Report written to {workdir / "report.md"}\n')
+  print(mpjpe_table(results, list(flags.FLAGS.config.occlusion_levels)))
 
 
 if __name__ == '__main__':
@@ -233,4 +248,5 @@ if __name__ == '__main__':
                                   'Demo config (launch/configs/demo.py).')
   flags.DEFINE_string('workdir', '/tmp/hipart_demo', 'Output directory.')
   flags.DEFINE_string('data_dir', None, 'TFDS data directory (default: TFDS).')
+  console.define_flags()
   app.run(main)

@@ -46,6 +46,7 @@ from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import protocols
 from hipart_jax import provenance
+from launch import console
 from launch.configs import base
 
 
@@ -66,6 +67,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('top_k', 0, 'Sample among the top-k tokens (0: all).', **define)
   flags.DEFINE_integer('batch_size', 256, 'Examples per lifter call.', **define)
   flags.DEFINE_integer('seed', 0, 'Occlusion and sampling seed.', **define)
+  console.define_flags(flag_values)
   flags.mark_flags_as_required(['checkpoint', 'workdir'], flag_values=flag_values)
 
 
@@ -184,6 +186,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
+  console.install(f.progress)
   run(checkpoint=f.checkpoint, workdir=f.workdir, protocol=f.protocol, data_dir=f.data_dir,
       occlusion=f.occlusion, num_samples=f.num_samples, temperature=f.temperature,
       top_k=f.top_k, batch_size=f.batch_size, seed=f.seed)

@@ -50,6 +50,7 @@ from hipart_jax import input_pipeline
 from hipart_jax import provenance
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from launch import console
 
 DEFAULT_INPUT_SOURCE = 'gt'
 
@@ -81,6 +82,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('num_draws', 0, 'Write this many augmented draws of the split, '
                        'each with its greedy generation, instead of the unaugmented '
                        'cache (0: the cache).', **define)
+  console.define_flags(flag_values)
   flags.mark_flags_as_required(['dataset', 'output_dir'], flag_values=flag_values)
 
 
@@ -200,6 +202,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
+  console.install(f.progress)
   run(dataset=f.dataset, output_dir=f.output_dir, checkpoint=f.checkpoint, hiarm=f.hiarm,
       msst=f.msst, split=f.split, data_dir=f.data_dir, input_source=f.input_source,
       batch_size=f.batch_size, shard_size=f.shard_size, num_samples=f.num_samples,

@@ -68,6 +68,7 @@ from hipart_jax import plotting
 from hipart_jax import provenance
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from launch import console
 from launch.configs import base
 
 OUTPUT_EXTENSIONS = ('.npz', '.json')
@@ -107,6 +108,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('seed', 0, 'Sampling seed.', **define)
   flags.DEFINE_bool('plot', False, 'Write PNG figures beside the output.', **define)
   flags.DEFINE_integer('plot_rows', 4, 'How many rows --plot draws.', **define)
+  console.define_flags(flag_values)
   flags.mark_flags_as_required(['input', 'output'], flag_values=flag_values)
 
 
@@ -271,6 +273,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flag_values
+  console.install(f.progress)
   try:
     devices = f.cpu_devices
     if devices is None:

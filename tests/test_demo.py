@@ -27,3 +27,14 @@ def test_demo_writes_report_with_all_lifters(smoke_report):
     assert table['one_limb']['occluded_mpjpe_mm'] > 0
   assert (smoke_report / 'inference.npz').exists()
   assert (smoke_report / 'inference.png').exists()
+
+
+def test_mpjpe_table_is_the_console_summary():
+  results = {'lifter_sparse': {'none': {'mpjpe_mm': 52.13}, 'one_limb': {'mpjpe_mm': None}},
+             'lifter_hierarchical': {'none': {'mpjpe_mm': 48.0},
+                                     'one_limb': {'mpjpe_mm': 101.26}}}
+  assert demo.mpjpe_table(results, ['none', 'one_limb']).splitlines() == [
+      'MPJPE (mm) by occlusion level, test subjects:',
+      'lifter                        none  one_limb',
+      'sparse-only (baseline)        52.1         -',
+      'HiPART (generated hierarchy)  48.0     101.3']

@@ -7,8 +7,10 @@ real stages, on in-memory fake examples through the real input pipeline.
 """
 
 import json
+import logging
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -321,3 +323,30 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
   assert steps and max(steps) >= 3 and max(steps) >= last_logged
   variables, _ = checkpoints.restore_params(tmp_path, expected_stage='toy')
   assert int(variables['stats']['updates']) == max(steps)
+
+
+def test_console_has_one_compact_line_per_log_step_and_jsonl_every_metric(tmp_path, caplog):
+  config = make_config(best_metric='eval/index_mean', checkpoint_every_steps=NUM_STEPS)
+  with caplog.at_level(logging.DEBUG):
+    run(config, tmp_path)
+  info = [r.getMessage() for r in caplog.records
+          if r.levelno == logging.INFO and r.filename == 'loop.py']
+  train_line = re.compile(r'^step (\d)/6  loss [\d.e-]+(  eval/index_mean 6)?  '
+                          r'[\d.e+]+ steps/s  ETA \S+$')
+  matches = [(m, line) for line in info if (m := train_line.match(line))]
+  assert [int(m.group(1)) for m, _ in matches] == list(range(1, NUM_STEPS + 1))
+  # The main metric appears once an evaluation (step 3) has given it.
+  assert [bool(m.group(2)) for m, _ in matches] == [False] * 3 + [True] * 3
+  eval_line = re.compile(r'^step (\d)/6  eval/loss [\d.e-]+  eval/index_mean 6$')
+  assert [int(m.group(1)) for line in info if (m := eval_line.match(line))] == [3, 6]
+  assert len(info) == len(matches) + 2 + 2  # And the parameter and device counts.
+  # Full dictionaries are DEBUG lines; metrics.jsonl holds every metric of every step.
+  assert not [line for line in info if 'train/learning_rate' in line]
+  assert any('train/learning_rate=' in r.getMessage() for r in caplog.records
+             if r.levelno == logging.DEBUG)
+  records = read_metrics(tmp_path)
+  train_keys = {'step', 'train/loss', 'train/mse', 'train/rng_sample', 'train/grad_norm',
+                'train/learning_rate', 'steps_per_second', 'examples_per_second'}
+  assert [set(r) for r in records if 'train/loss' in r] == [train_keys] * NUM_STEPS
+  assert [set(r) for r in records if 'eval/loss' in r] == [
+      {'step', 'eval/loss', 'eval/index_mean'}] * 2

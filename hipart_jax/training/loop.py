@@ -24,6 +24,7 @@ from hipart_jax import checkpoints
 from hipart_jax import drawn_batches
 from hipart_jax import execution
 from hipart_jax import input_pipeline
+from hipart_jax import progress
 from hipart_jax import skeleton
 from hipart_jax.training import run as run_lib
 from hipart_jax.training import stages
@@ -154,7 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   def evaluate(step: int) -> dict[str, float]:
     metrics = trainer.finalize_eval(eval_step(state, batch) for batch in make_eval_batches())
     metrics = {f'eval/{name}': value for name, value in metrics.items()}
-    logging.info('step %d eval: %s', step, _format(metrics))
+    logging.info('%s', run_lib.format_step_line(
+        step, config.num_train_steps,
+        _console_fields(metrics, 'eval/loss', config.get('best_metric'), None)))
+    logging.debug('step %d eval: %s', step, _format(metrics))
     writer.write(step, metrics)
     return metrics
 
@@ -163,11 +167,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   eval_metrics, pending = None, []
   last_log_time, last_log_step = time.perf_counter(), step
   batches = train_batches.iterate(step)
+  # Steps on a bar where stderr is a terminal; the log lines below are the record.
+  meter = progress.Progress('training', config.num_train_steps, unit='step',
+                            initial=step, log_every_seconds=None)
   try:
     with run_lib.PreemptionWatcher(config.log_every_steps) as preemption:
       while step < config.num_train_steps:
         state, metrics = train_step(state, next(batches))
         step += 1
+        meter.update(1)
         pending.append((step, metrics))
         last = step == config.num_train_steps
         logs = step % config.log_every_steps == 0 or last
@@ -194,7 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           scalars.update({'train/learning_rate': float(schedule(step - 1)),
                           'steps_per_second': steps_per_second,
                           'examples_per_second': steps_per_second * config.batch_size})
-          logging.info('step %d: %s', step, _format(scalars))
+          logging.info('%s', run_lib.format_step_line(
+              step, config.num_train_steps,
+              _console_fields(scalars, 'train/loss', config.get('best_metric'),
+                              eval_metrics), steps_per_second))
+          logging.debug('step %d: %s', step, _format(scalars))
           writer.write(step, scalars)
           pending = []
           last_log_time, last_log_step = time.perf_counter(), step
@@ -216,10 +228,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           logging.warning('Preempted: saved step %d; exiting.', step)
           raise SystemExit(run_lib.PREEMPTED_EXIT_CODE)
   finally:
+    meter.close()
     batches.close()
     checkpoints.wait_until_finished(manager)
     writer.close()
   return state, eval_metrics
+
+
+def _console_fields(scalars: Mapping[str, float], loss_name: str, main_metric: str | None,
+                    last_eval: Mapping[str, float] | None) -> list[tuple[str, float]]:
+  """The console line's (name, value) pairs: the loss ('loss' for training's), then the
+  stage's main metric (`config.best_metric`) from `scalars` or else the last evaluation."""
+  fields = ([(loss_name.removeprefix('train/'), scalars[loss_name])]
+            if loss_name in scalars else [])
+  if main_metric and main_metric != loss_name:
+    for source in (scalars, last_eval or {}):
+      if main_metric in source and source[main_metric] is not None:
+        fields.append((main_metric, source[main_metric]))
+        break
+  return fields
 
 
 def _format(scalars: Mapping[str, float]) -> str:

@@ -1,18 +1,22 @@
-"""Run plumbing of the training loop: metrics files, preemption, distributed start-up."""
+"""Run plumbing of the training loop: metrics files, console lines, preemption,
+distributed start-up."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import signal
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
+
+from hipart_jax import progress
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # What a shell reports for a SIGTERM death.
 
@@ -87,6 +91,33 @@ class MetricWriter:
     for handle in (self._file, self._summaries):
       if handle is not None:
         handle.close()
+
+
+def _number(value: float) -> str:
+  if not math.isfinite(value):
+    return str(value)
+  return f'{value:.1f}' if abs(value) >= 10 else f'{value:.4g}'
+
+
+def format_step_line(step: int, num_steps: int, fields: Sequence[tuple[str, float]],
+                     steps_per_second: float | None = None) -> str:
+  """The console's line for a step, e.g.
+  'step 1200/3000  loss 0.1234  eval/mpjpe_mm 12.3  4.5 steps/s  ETA 6m40s'.
+
+  Args:
+    step, num_steps: the step just done and the run's last one.
+    fields: (name, value) pairs in order; values of 10 or more with one decimal, others
+      with 4 significant digits.
+    steps_per_second: the recent rate; with it the line ends with the rate and the time
+      the remaining steps take at that rate.
+  """
+  parts = [f'step {step}/{num_steps}'] + [f'{name} {_number(value)}'
+                                          for name, value in fields]
+  if steps_per_second is not None:
+    remaining = ((num_steps - step) / steps_per_second if steps_per_second > 0
+                 else float('inf'))
+    parts += [f'{steps_per_second:.3g} steps/s', f'ETA {progress.format_duration(remaining)}']
+  return '  '.join(parts)
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
