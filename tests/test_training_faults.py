@@ -1,0 +1,249 @@
+"""Training and inference under faults: killed processes, a full disk, corrupt
+checkpoints, a late device in a CPU collective, a folder of 10 000 frames.
+
+Training runs tests/test_train.py's toy stage through the real loop (docs/RELIABILITY.md
+lists the cases). Processes that must die run as subprocesses of `subprocess_main`.
+"""
+
+import errno
+import json
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import keypoint_files
+import test_train
+from hipart_jax import checkpoints
+from hipart_jax import keypoint_io
+from hipart_jax import skeleton
+from launch import evaluate
+from launch import infer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_STEPS = 10
+SAVE_DELAY_S = 0.3  # How long each save's commit is held in the killed runs.
+
+
+def fault_config(**overrides):
+  """A checkpoint every step, so that kills often land in a save."""
+  config = test_train.make_config(num_train_steps=NUM_STEPS, checkpoint_every_steps=1,
+                                  eval_every_steps=5, log_every_steps=1)
+  config.optimizer.decay_steps = NUM_STEPS
+  config.update(overrides)
+  return config
+
+
+def hold_commits(seconds):
+  """Makes every checkpoint commit wait `seconds` in its background thread, after the
+  files are written to the temporary directory and before it is renamed."""
+  finalize = ocp.CompositeCheckpointHandler.finalize
+
+  def slow_finalize(self, directory):
+    time.sleep(seconds)
+    return finalize(self, directory)
+  ocp.CompositeCheckpointHandler.finalize = slow_finalize
+
+
+def subprocess_main(workdir, save_delay_s):
+  """Entry point of the runs killed below."""
+  hold_commits(float(save_delay_s))
+  test_train.run(fault_config(), workdir)
+
+
+def start_training(workdir, save_delay_s=SAVE_DELAY_S):
+  code = (f'import sys; sys.path.insert(0, {str(REPO / "tests")!r}); '
+          'import test_training_faults as t; '
+          f't.subprocess_main({str(workdir)!r}, {save_delay_s!r})')
+  # The test session's compilation cache (tests/conftest.py) spares each run a compile.
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
+  env.pop('XLA_FLAGS', None)
+  return subprocess.Popen([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, process, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if condition():
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'the run ended first:\n{process.communicate()[1][-3000:]}')
+    time.sleep(0.005)
+  raise AssertionError('timed out')
+
+
+def _entries(workdir):
+  folder = checkpoints.checkpoint_dir(workdir)
+  return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def step_dirs(workdir):
+  return sorted(int(p.name) for p in _entries(workdir) if p.name.isdigit())
+
+
+def tmp_dirs(workdir):
+  return [p.name for p in _entries(workdir) if 'orbax-checkpoint-tmp' in p.name]
+
+
+def final_params(workdir):
+  variables, _ = checkpoints.restore_params(workdir, expected_stage='toy')
+  return jax.tree.map(np.asarray, variables)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The uninterrupted run's workdir."""
+  workdir = tmp_path_factory.mktemp('reference')
+  test_train.run(fault_config(), workdir)
+  return workdir
+
+
+def test_kill_9_anywhere_resumes_bit_identical(reference, tmp_path, caplog):
+  """SIGKILL while a checkpoint is being committed, then at a seeded random moment;
+  the rerun resumes from the last complete step and ends bit-identical."""
+  moments = random.Random(0)
+  killed_at = []
+  for kill in range(2):
+    process = start_training(tmp_path)
+    if kill == 0:  # In a save: its temporary directory exists, the step does not yet.
+      wait_for(lambda: tmp_dirs(tmp_path), process)
+    else:  # Once the rerun has completed a step of its own.
+      before = max(step_dirs(tmp_path), default=0)
+      wait_for(lambda: max(step_dirs(tmp_path), default=0) > before, process)
+      time.sleep(moments.uniform(0.0, 3 * SAVE_DELAY_S))
+    assert process.poll() is None, 'finished before the kill'
+    killed_at.append((tmp_dirs(tmp_path), step_dirs(tmp_path)))
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+  assert killed_at[0][0], 'the first kill did not land in a save'
+  last_complete = max(step_dirs(tmp_path))
+  assert last_complete < NUM_STEPS
+  caplog.set_level('INFO')
+  state, _ = test_train.run(fault_config(), tmp_path)
+  assert f'Restored checkpoint of step {last_complete}' in caplog.text
+  assert int(state.step) == NUM_STEPS
+  resumed, uninterrupted = final_params(tmp_path), final_params(reference)
+  for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
+    np.testing.assert_array_equal(got, want)  # Bit-identical, not close.
+  assert not tmp_dirs(tmp_path)  # Leftovers of the killed saves were removed.
+
+
+def fail_saves(monkeypatch, where):
+  """Saves fail as on a full disk: at their start ('start') or while their files are
+  committed in the background ('commit')."""
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  if where == 'start':
+    monkeypatch.setattr(ocp.CheckpointManager, 'save', full)
+  else:
+    monkeypatch.setattr(ocp.CompositeCheckpointHandler, 'finalize', full)
+
+
+@pytest.mark.parametrize('where', ['start', 'commit'])
+def test_full_disk_names_the_workdir_and_keeps_the_last_checkpoint(reference, tmp_path,
+                                                                   monkeypatch, where):
+  test_train.run(fault_config(num_train_steps=4), tmp_path)
+  kept = final_params(tmp_path)
+  with monkeypatch.context() as patch:
+    fail_saves(patch, where)
+    with pytest.raises(checkpoints.CheckpointSaveError) as info:
+      test_train.run(fault_config(), tmp_path)
+  message = str(info.value)
+  assert f'workdir {tmp_path}' in message and 'no space left on the device' in message
+  assert 'the checkpoint of step 4 is kept' in message and '\n' not in message
+  assert max(step_dirs(tmp_path)) == 4
+  for got, want in zip(jax.tree.leaves(final_params(tmp_path)), jax.tree.leaves(kept)):
+    np.testing.assert_array_equal(got, want)
+  # Space returns: the rerun resumes from step 4 and ends as the uninterrupted run.
+  state, _ = test_train.run(fault_config(), tmp_path)
+  assert int(state.step) == NUM_STEPS and not tmp_dirs(tmp_path)
+  for got, want in zip(jax.tree.leaves(final_params(tmp_path)),
+                       jax.tree.leaves(final_params(reference))):
+    np.testing.assert_array_equal(got, want)
+
+
+def _biggest_file(directory):
+  return max((p for p in directory.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+# Damage to a step directory -> what the refusal says (a regular expression).
+CORRUPTIONS = {
+    'state_deleted': (lambda step: shutil.rmtree(step / 'state'), "'state' item is missing"),
+    'metadata_deleted': (lambda step: (step / 'state' / '_METADATA').unlink(),
+                         'state/_METADATA is missing'),
+    'data_truncated': (lambda step: os.truncate(_biggest_file(step / 'state'),
+                                                _biggest_file(step / 'state').stat().st_size
+                                                // 2),
+                       r'state item does not restore \(ValueError: [A-Z_]+: Error reading'),
+    'data_deleted': (lambda step: _biggest_file(step / 'state').unlink(),
+                     r'state item does not restore \(ValueError: [A-Z_]+: Error reading'),
+    'manifest_emptied': (lambda step: os.truncate(step / 'state' / 'manifest.ocdbt', 0),
+                         r'state/manifest.ocdbt is empty \(truncated\)'),
+    'meta_truncated': (lambda step: os.truncate(step / 'meta' / 'metadata', 100),
+                       r'meta item does not restore \(JSONDecodeError'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CORRUPTIONS))
+def test_corrupt_latest_step_falls_back_in_training(tmp_path, case, caplog):
+  corrupt, _ = CORRUPTIONS[case]
+  test_train.run(fault_config(num_train_steps=4, keep_checkpoints=3), tmp_path)
+  corrupt(checkpoints.checkpoint_dir(tmp_path) / '4')
+  with pytest.raises(checkpoints.CorruptCheckpointError, match=f'checkpoints/4: '):
+    checkpoints.restore_params(tmp_path)
+  caplog.set_level('INFO')
+  state, _ = test_train.run(fault_config(num_train_steps=6, keep_checkpoints=3), tmp_path)
+  assert 'Checkpoint step 4 of' in caplog.text and 'does not restore' in caplog.text
+  assert 'Restored checkpoint of step 3' in caplog.text
+  assert int(state.step) == 6 and max(step_dirs(tmp_path)) == 6
+  assert (checkpoints.checkpoint_dir(tmp_path) / 'corrupt-4').is_dir()
+  assert int(final_params(tmp_path)['stats']['updates']) == 6
+
+
+@pytest.fixture(scope='module')
+def corrupt_lifters(tiny_pipeline, tmp_path_factory):
+  """Copies of the tiny sparse lifter, the latest step damaged as each case says."""
+  root = tmp_path_factory.mktemp('corrupt_lifters')
+  dirs = {}
+  for case, (corrupt, _) in CORRUPTIONS.items():
+    dirs[case] = root / case
+    shutil.copytree(tiny_pipeline['lifter_sparse'], dirs[case])
+    latest = max(step_dirs(dirs[case]))
+    corrupt(checkpoints.checkpoint_dir(dirs[case]) / str(latest))
+  return dirs
+
+
+@pytest.mark.parametrize('case', sorted(CORRUPTIONS))
+def test_evaluate_and_infer_refuse_a_corrupt_checkpoint(corrupt_lifters, tmp_path, case):
+  _, message = CORRUPTIONS[case]
+  checkpoint = corrupt_lifters[case]
+  step = max(step_dirs(checkpoint))
+  inputs = keypoint_files.write_npz(tmp_path)
+  for tool, call in (
+      ('evaluate', lambda: evaluate.run(checkpoint=str(checkpoint),
+                                        workdir=str(tmp_path / 'eval'))),
+      ('infer', lambda: infer.run(checkpoint=str(checkpoint), input_path=str(inputs),
+                                  output=str(tmp_path / 'out.npz')))):
+    with pytest.raises(SystemExit) as info:
+      call()
+    text = str(info.value.code)
+    assert text.startswith(f'{tool}: error: --checkpoint: checkpoint '
+                           f'{checkpoints.checkpoint_dir(checkpoint) / str(step)}: ')
+    assert '\n' not in text and 'Traceback' not in text
+    assert re.search(message, text), text
+  assert not (tmp_path / 'out.npz').exists() and not (tmp_path / 'eval').exists()
