@@ -247,3 +247,82 @@ def test_evaluate_and_infer_refuse_a_corrupt_checkpoint(corrupt_lifters, tmp_pat
     assert '\n' not in text and 'Traceback' not in text
     assert re.search(message, text), text
   assert not (tmp_path / 'out.npz').exists() and not (tmp_path / 'eval').exists()
+
+
+def late_collective(delay_s):
+  """A `psum` over the CPU devices in which device 1 arrives `delay_s` late; returns the
+  sum (the device count)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def arrive(index):
+    if int(index) == 1:
+      time.sleep(delay_s)
+    return np.float32(1)
+
+  def step(_):
+    one = jax.pure_callback(arrive, jax.ShapeDtypeStruct((), jnp.float32),
+                            jax.lax.axis_index('devices'))
+    return jax.lax.psum(one, 'devices')
+  return float(jax.pmap(step, axis_name='devices')(jnp.zeros(jax.local_device_count()))[0])
+
+
+def devices_main(mode):
+  """Entry point of the multi-device CPU runs below."""
+  from hipart_jax import execution  # pylint: disable=g-import-not-at-top
+  from hipart_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  if mode == 'short_timeout':
+    execution.configure_cpu_devices(2, collective_timeout_s=1)
+    late_collective(3.0)
+    return
+  execution.configure_cpu_devices(2)
+  result = dict(xla_flags=os.environ['XLA_FLAGS'], devices=jax.local_device_count(),
+                late_sum=late_collective(2.0))
+  stage, config = test_train.ToyStage(), test_train.make_config()
+  batch = test_train.fake_batch(config)
+  state = trainer.create_train_state(stage, config, jax.random.key(0),
+                                     jax.tree.map(lambda x: x[0], batch))
+  step = execution.map_step(trainer.make_train_step(stage), donate_state=True)
+  start = time.perf_counter()
+  for _ in range(STRESS_STEPS):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(state)
+  result.update(steps=int(state.step), seconds=time.perf_counter() - start,
+                finite=bool(np.all(metrics[trainer.FINITE])))
+  print('RESULT ' + json.dumps(result), flush=True)
+
+
+STRESS_STEPS = 100
+
+
+def run_devices(mode, timeout=120):
+  code = (f'import sys; sys.path.insert(0, {str(REPO / "tests")!r}); '
+          f'import test_training_faults as t; t.devices_main({mode!r})')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
+                        capture_output=True, timeout=timeout, check=False)
+
+
+def test_a_late_device_aborts_a_collective_with_a_short_timeout():
+  """The abort seen with two CPU devices: a peer later than XLA's collective termination
+  timeout kills the process (here a 1 s timeout and a device 3 s late)."""
+  result = run_devices('short_timeout')
+  assert result.returncode == -signal.SIGABRT, result.stderr[-2000:]
+  assert re.search(r'Termination timeout for `all reduce RendezvousKey.*'
+                   r'num_local_participants=2', result.stderr)
+
+
+def test_multi_device_cpu_steps_survive_late_devices_under_load():
+  """`configure_cpu_devices` gives collectives a long timeout: a device 2 s late and
+  100 two-device train steps with a busy loop competing for the cores all complete."""
+  busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+  try:
+    result = run_devices('stress')
+  finally:
+    busy.kill()
+    busy.wait()
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.split('RESULT ', 1)[1])
+  assert f'--xla_cpu_collective_call_terminate_timeout_seconds=3600' in out['xla_flags']
+  assert out['devices'] == 2 and out['late_sum'] == 2.0
+  assert out['steps'] == STRESS_STEPS and out['finite']
