@@ -24,10 +24,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 import keypoint_files
+import pipeline_fixture
 import test_train
 from hipart_jax import checkpoints
+from hipart_jax import input_pipeline
 from hipart_jax import keypoint_io
 from hipart_jax import skeleton
+from hipart_jax.training import loop
+from hipart_jax.training import stages
+from hipart_jax.training import trainer
 from launch import evaluate
 from launch import infer
 
@@ -216,15 +221,17 @@ def test_corrupt_latest_step_falls_back_in_training(tmp_path, case, caplog):
 
 
 @pytest.fixture(scope='module')
-def corrupt_lifters(tiny_pipeline, tmp_path_factory):
-  """Copies of the tiny sparse lifter, the latest step damaged as each case says."""
+def corrupt_lifters(tmp_path_factory):
+  """Checkpoints whose meta says 'lifter' (the toy stage trained under that name: the
+  tools refuse them before building a model), the latest step damaged as each case says."""
   root = tmp_path_factory.mktemp('corrupt_lifters')
+  source = root / 'source'
+  test_train.run(fault_config(num_train_steps=2, stage='lifter'), source)
   dirs = {}
   for case, (corrupt, _) in CORRUPTIONS.items():
     dirs[case] = root / case
-    shutil.copytree(tiny_pipeline['lifter_sparse'], dirs[case])
-    latest = max(step_dirs(dirs[case]))
-    corrupt(checkpoints.checkpoint_dir(dirs[case]) / str(latest))
+    shutil.copytree(source, dirs[case])
+    corrupt(checkpoints.checkpoint_dir(dirs[case]) / str(max(step_dirs(dirs[case]))))
   return dirs
 
 
@@ -326,3 +333,85 @@ def test_multi_device_cpu_steps_survive_late_devices_under_load():
   assert f'--xla_cpu_collective_call_terminate_timeout_seconds=3600' in out['xla_flags']
   assert out['devices'] == 2 and out['late_sum'] == 2.0
   assert out['steps'] == STRESS_STEPS and out['finite']
+
+
+def write_openpose_folder(directory, count):
+  """`count` OpenPose BODY_25 frames of one person (the first pose of
+  tests/keypoint_files.py, shifted by the frame number so that rows differ)."""
+  xy, scores = keypoint_files.in_layout(skeleton.OPENPOSE_BODY25)
+  directory.mkdir()
+  for frame in range(count):
+    flat = keypoint_files.flat(xy[0, 0] + [frame % 50, frame % 30], scores[0, 0])
+    (directory / f'clip_{frame:012d}_keypoints.json').write_text(json.dumps(
+        dict(version=1.3, people=[dict(person_id=[-1], pose_keypoints_2d=flat)])))
+  return directory
+
+
+def parsing_peak_bytes(folder, monkeypatch):
+  """Peak traced memory of reading `folder` up to the checks that follow the parsing."""
+  peaks = []
+  finish = keypoint_io._finish  # pylint: disable=protected-access
+
+  def record(*args, **kwargs):
+    peaks.append(tracemalloc.get_traced_memory()[1])
+    return finish(*args, **kwargs)
+  monkeypatch.setattr(keypoint_io, '_finish', record)
+  tracemalloc.start()
+  try:
+    keypoint_io.read_keypoints(folder, image_size=keypoint_files.IMAGE_SIZE)
+  finally:
+    tracemalloc.stop()
+  return peaks[0]
+
+
+def test_openpose_folder_is_read_one_frame_at_a_time(tmp_path, monkeypatch):
+  """Parsing 1200 frames holds little more than parsing 200: per extra frame, the rows
+  read (a [25, 3] float64 array), the file's path and name (2.2 KB measured), not also
+  the parsed JSON (3.3 KB more a frame in Python objects)."""
+  small = parsing_peak_bytes(write_openpose_folder(tmp_path / 'small', 200), monkeypatch)
+  large = parsing_peak_bytes(write_openpose_folder(tmp_path / 'large', 1200), monkeypatch)
+  per_frame = (large - small) / 1000
+  assert per_frame < 3000, f'{per_frame:.0f} bytes per frame'
+
+
+@pytest.fixture(scope='module')
+def untrained_sparse_lifter(tmp_path_factory):
+  """A checkpoint of the tiny sparse lifter at its initialization (step 0): inference
+  needs a lifter, not a trained one, and this spares compiling a train step."""
+  config = pipeline_fixture.lifter_config('sparse')
+  train_source, _ = pipeline_fixture.sources()
+  hierarchy = pipeline_fixture.HIERARCHY
+  batches = input_pipeline.TrainBatches(train_source, hierarchy, config.dataset,
+                                        global_batch_size=config.batch_size,
+                                        num_local_devices=1, seed=0)
+  stage = stages.make_stage(config, hierarchy)
+  state = trainer.create_train_state(stage, config, jax.random.key(0),
+                                     jax.tree.map(lambda x: x[0], batches.batch(0)))
+  workdir = tmp_path_factory.mktemp('untrained_lifter')
+  manager = checkpoints.make_manager(workdir, config)
+  checkpoints.save(manager, 0, state, loop.make_meta(config, hierarchy, stage))
+  checkpoints.wait_until_finished(manager)
+  manager.close()
+  return workdir
+
+
+def test_infer_over_10000_openpose_frames_matches_one_npz(untrained_sparse_lifter,
+                                                         tmp_path):
+  count = 10_000
+  folder = write_openpose_folder(tmp_path / 'frames', count)
+  checkpoint = str(untrained_sparse_lifter)
+  size = ','.join(map(str, keypoint_files.IMAGE_SIZE))
+  from_folder = infer.run(checkpoint=checkpoint, input_path=str(folder),
+                          output=str(tmp_path / 'folder.npz'), image_size=size,
+                          batch_size=1024)
+  sequence = keypoint_io.read_keypoints(folder, image_size=size)
+  npz = tmp_path / 'one.npz'
+  np.savez(npz, keypoints=sequence.keypoints, confidence=sequence.confidence,
+           image_size=sequence.image_size, frame=sequence.frame, track=sequence.track)
+  from_npz = infer.run(checkpoint=checkpoint, input_path=str(npz),
+                       output=str(tmp_path / 'one_batch.npz'), batch_size=count)
+  assert from_folder['pose_3d'].shape == (count, skeleton.NUM_JOINTS, 3)
+  assert np.ptp(from_folder['pose_3d'][:, 1:], axis=0).max() > 1e-4  # Rows differ.
+  np.testing.assert_array_equal(from_folder['frame'], np.arange(count))
+  for key in ('pose_3d', 'keypoints_2d', 'confidence', 'frame', 'track'):
+    np.testing.assert_allclose(from_folder[key], from_npz[key], atol=1e-5, err_msg=key)
