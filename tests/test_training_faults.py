@@ -337,11 +337,14 @@ def test_multi_device_cpu_steps_survive_late_devices_under_load():
 
 def write_openpose_folder(directory, count):
   """`count` OpenPose BODY_25 frames of one person (the first pose of
-  tests/keypoint_files.py, shifted by the frame number so that rows differ)."""
+  tests/keypoint_files.py, its right wrist moved by the frame number so rows differ)."""
   xy, scores = keypoint_files.in_layout(skeleton.OPENPOSE_BODY25)
+  wrist = skeleton.OPENPOSE_BODY25.keypoint_names.index('r_wrist')
   directory.mkdir()
   for frame in range(count):
-    flat = keypoint_files.flat(xy[0, 0] + [frame % 50, frame % 30], scores[0, 0])
+    pose = xy[0, 0].copy()
+    pose[wrist] += [frame % 50, frame % 30]
+    flat = keypoint_files.flat(pose, scores[0, 0])
     (directory / f'clip_{frame:012d}_keypoints.json').write_text(json.dumps(
         dict(version=1.3, people=[dict(person_id=[-1], pose_keypoints_2d=flat)])))
   return directory
@@ -387,6 +390,12 @@ def untrained_sparse_lifter(tmp_path_factory):
   stage = stages.make_stage(config, hierarchy)
   state = trainer.create_train_state(stage, config, jax.random.key(0),
                                      jax.tree.map(lambda x: x[0], batches.batch(0)))
+  # Random weights everywhere: the initial output layer may be zero (all poses at 0).
+  leaves, tree = jax.tree.flatten(state.params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  state = state.replace(params=jax.tree.unflatten(tree, [
+      leaf + 0.1 * jax.random.normal(key, leaf.shape, leaf.dtype)
+      for leaf, key in zip(leaves, keys)]))
   workdir = tmp_path_factory.mktemp('untrained_lifter')
   manager = checkpoints.make_manager(workdir, config)
   checkpoints.save(manager, 0, state, loop.make_meta(config, hierarchy, stage))
