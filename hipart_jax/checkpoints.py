@@ -13,10 +13,19 @@ kept), so the rule is spelled as an explicit orbax preservation policy:
 `AnyPreservationPolicy([LatestN(K), BestN(n=1)])`.
 
 Saves are asynchronous: call `wait_until_finished(manager)` before the process exits.
+
+Faults: a save that fails (a full disk, a broken filesystem) raises `CheckpointSaveError`
+naming the workdir, and the earlier checkpoints stay as they were (orbax writes each step
+into a temporary directory and renames it when complete; leftovers of an interrupted save
+are deleted by the next manager). A step directory that cannot be restored (deleted or
+truncated files) is refused by `restore_params` with `CorruptCheckpointError` naming the
+directory and the problem; `restore_latest` (resuming training) sets it aside as
+`corrupt-<step>` with a warning and resumes from the previous step.
 """
 
 from __future__ import annotations
 
+import errno
 import pathlib
 from typing import Any, Mapping
 
@@ -32,6 +41,28 @@ from hipart_jax.models import hipart
 CHECKPOINT_SUBDIR = 'checkpoints'
 _STATE = 'state'
 _META = 'meta'
+CORRUPT_PREFIX = 'corrupt-'  # Set-aside step directories: `corrupt-<step>`.
+_REASON_LENGTH = 300  # Characters of a library error quoted in a one-line message.
+# Files every complete step holds, relative to the step directory.
+_REQUIRED_FILES = ('state/_METADATA', 'state/manifest.ocdbt', 'meta/metadata')
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (the message names the workdir)."""
+
+
+class CorruptCheckpointError(ValueError):
+  """A step directory exists but cannot be restored (the message names it and why)."""
+
+
+def _reason(error: BaseException) -> str:
+  """A library error as one short line: the type and first message line of its root
+  cause (orbax wraps tensorstore's precise error in a generic one)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  lines = str(error).strip().splitlines()
+  text = f'{type(error).__name__}: {lines[0] if lines else ""}'
+  return text if len(text) <= _REASON_LENGTH else text[:_REASON_LENGTH] + '...'
 
 
 def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -66,7 +97,7 @@ def make_manager(workdir: str | pathlib.Path,
   ])
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode=config.best_mode, preservation_policy=policy,
-      enable_async_checkpointing=True, create=True)
+      enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir).absolute(), options=options)
 
 
@@ -84,6 +115,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[st
     force: save even if the manager's save policy would skip this step.
   Returns:
     Whether a save was started (False if the step already exists).
+  Raises:
+    CheckpointSaveError: this save or an earlier asynchronous one failed.
   """
   step = int(step)
   if step in manager.all_steps():
@@ -92,12 +125,43 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[st
     metrics = {name: float(value) for name, value in metrics.items()}
   args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
                                _META: ocp.args.JsonSave(dict(meta))})
-  return manager.save(step, args=args, metrics=metrics, force=force)
+  try:
+    return manager.save(step, args=args, metrics=metrics, force=force)
+  except Exception as e:  # pylint: disable=broad-except  # orbax and tensorstore raise many kinds.
+    raise _save_error(manager, f'step {step}', e) from e
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:
-  """Blocks until every pending asynchronous save is committed."""
-  manager.wait_until_finished()
+  """Blocks until every pending asynchronous save is committed.
+
+  Raises:
+    CheckpointSaveError: a pending save failed.
+  """
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  # Errors of the background writes.
+    raise _save_error(manager, 'a pending step', e) from e
+
+
+def _save_error(manager: ocp.CheckpointManager, what: str,
+                error: BaseException) -> CheckpointSaveError:
+  workdir = pathlib.Path(str(manager.directory)).parent
+  cause = error
+  while cause is not None and not isinstance(cause, OSError):
+    cause = cause.__cause__ or cause.__context__
+  full = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+  steps = [step for step in manager.all_steps() if _is_complete(manager, step)]
+  kept = (f'the checkpoint of step {max(steps)} is kept' if steps
+          else 'no earlier checkpoint exists')
+  return CheckpointSaveError(
+      cause.errno if isinstance(cause, OSError) else errno.EIO,
+      f'workdir {workdir}: saving {what} failed'
+      f'{" (no space left on the device)" if full else ""}: {_reason(error)}; {kept}; '
+      'rerun with the same workdir once the problem is fixed to resume')
+
+
+def _is_complete(manager: ocp.CheckpointManager, step: int) -> bool:
+  return (pathlib.Path(str(manager.directory)) / str(step)).is_dir()
 
 
 def restore_latest(manager: ocp.CheckpointManager,
@@ -109,16 +173,56 @@ def restore_latest(manager: ocp.CheckpointManager,
     abstract_state: a pytree like the saved state (arrays or `jax.ShapeDtypeStruct`s
       with shardings); its structure, dtypes and shardings are those of the result.
   Returns:
-    `(state, meta)`, or None when the directory holds no checkpoint.
+    `(state, meta)` of the newest step that restores, or None when the directory holds
+    no checkpoint. A newer step that does not restore is moved aside to
+    `corrupt-<step>` (a warning names it and the problem), so that training can save
+    that step again.
+  Raises:
+    CorruptCheckpointError: no step restores.
   """
-  step = manager.latest_step()
-  if step is None:
-    return None
   abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()}))
-  logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
-  return restored[_STATE], restored[_META]
+  directory = pathlib.Path(str(manager.directory))
+  set_aside = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      _check_files(directory / str(step))
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{_STATE: ocp.args.StandardRestore(abstract_state),
+             _META: ocp.args.JsonRestore()}))
+    except Exception as e:  # pylint: disable=broad-except  # Any failure: try the previous.
+      reason = e if isinstance(e, CorruptCheckpointError) else _reason(e)
+      aside = directory / f'{CORRUPT_PREFIX}{step}'
+      (directory / str(step)).rename(aside)
+      manager.reload()
+      logging.warning('Checkpoint step %d of %s does not restore (%s); moved it to %s and '
+                      'trying the previous step.', step, directory, reason, aside)
+      set_aside.append(step)
+      continue
+    logging.info('Restored checkpoint of step %d from %s', step, directory)
+    return restored[_STATE], restored[_META]
+  if set_aside:
+    raise CorruptCheckpointError(f'{directory}: none of the steps {sorted(set_aside)} '
+                                 f'restores; they were moved to {CORRUPT_PREFIX}<step>')
+  return None
+
+
+def _check_files(step_dir: pathlib.Path) -> None:
+  """Raises CorruptCheckpointError when an item or a file of a step is missing or empty."""
+  for item in (_STATE, _META):
+    if not (step_dir / item).is_dir():
+      raise CorruptCheckpointError(f'checkpoint {step_dir}: the {item!r} item is missing')
+    files = [p for p in (step_dir / item).rglob('*') if p.is_file()]
+    if not files:
+      raise CorruptCheckpointError(f'checkpoint {step_dir}: the {item!r} item holds no file')
+  for name in _REQUIRED_FILES:
+    if not (step_dir / name).is_file():
+      raise CorruptCheckpointError(f'checkpoint {step_dir}: {name} is missing')
+  for item in (_STATE, _META):
+    files = [p for p in (step_dir / item).rglob('*') if p.is_file()]
+    empty = [p for p in files if p.stat().st_size == 0]
+    if empty:
+      raise CorruptCheckpointError(f'checkpoint {step_dir}: {empty[0].relative_to(step_dir)}'
+                                   ' is empty (truncated)')
 
 
 def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None = None,
@@ -136,6 +240,7 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     stage's step).
   Raises:
     FileNotFoundError: the directory or the step does not exist, or holds no checkpoint.
+    CorruptCheckpointError: the step's files are missing, truncated or unreadable.
     ValueError: the checkpoint belongs to another stage than `expected_stage`.
   """
   path = pathlib.Path(directory)
@@ -165,27 +270,42 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     if step not in steps:
       raise FileNotFoundError(f'checkpoint directory {str(path)!r} has no step {step} '
                               f'(steps: {sorted(steps)})')
-    meta = manager.restore(step, args=ocp.args.Composite(
-        **{_META: ocp.args.JsonRestore()}))[_META]
+    _check_files(path / str(step))
+    try:
+      meta = manager.restore(step, args=ocp.args.Composite(
+          **{_META: ocp.args.JsonRestore()}))[_META]
+    except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds.
+      raise CorruptCheckpointError(f'checkpoint {path / str(step)}: the meta item does not '
+                                   f'restore ({_reason(e)})') from None
     stage = meta.get('stage')
     if expected_stage is not None and stage != expected_stage:
       raise ValueError(f'checkpoint {str(path)!r} step {step} holds stage {stage!r}, '
                        f'expected stage {expected_stage!r}')
-    # The saved shardings may name devices this process lacks (e.g. a run on 8 devices
-    # restored on 1): restore every array onto the first local device.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    tree = manager.item_metadata(step)[_STATE].tree
-    abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree,
-        is_leaf=lambda leaf: isinstance(leaf, ocp.metadata.ArrayMetadata))
-    state = manager.restore(step, args=ocp.args.Composite(
-        **{_STATE: ocp.args.StandardRestore(abstract)}))[_STATE]
+    state = _restore_state_on_one_device(manager, path, step)
   finally:
     manager.close()
   variables = {'params': state['params'], **(state.get('collections') or {})}
   meta = {**meta, 'step': step}
   logging.info('Loaded %s variables of step %d from %s', stage, step, path)
   return variables, meta
+
+
+def _restore_state_on_one_device(manager: ocp.CheckpointManager, path: pathlib.Path,
+                                 step: int) -> Any:
+  """The saved state of `step` with every array on the first local device."""
+  # The saved shardings may name devices this process lacks (e.g. a run on 8 devices
+  # restored on 1).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  try:
+    tree = manager.item_metadata(step)[_STATE].tree
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree,
+        is_leaf=lambda leaf: isinstance(leaf, ocp.metadata.ArrayMetadata))
+    return manager.restore(step, args=ocp.args.Composite(
+        **{_STATE: ocp.args.StandardRestore(abstract)}))[_STATE]
+  except Exception as e:  # pylint: disable=broad-except  # orbax and tensorstore raise many kinds.
+    raise CorruptCheckpointError(f'checkpoint {path / str(step)}: the state item does not '
+                                 f'restore ({_reason(e)})') from None
 
 
 def load_hipart(lifter_workdir: str | pathlib.Path

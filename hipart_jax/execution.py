@@ -12,6 +12,14 @@ but never its result:
   with_lifter_attention     the lifter's attention as a kernel faster on a CPU;
   configure_cpu_devices     one XLA device per CPU core.
 
+Several CPU devices run their programs on threads that compete for the host's cores with
+each other, the input pipeline and other processes; in a collective (the gradient
+`pmean`) a device waits for its late peers, and XLA aborts the whole process when a peer
+is later than its collective termination timeout. `configure_cpu_devices` therefore gives
+CPU collectives a long termination timeout (`COLLECTIVE_TERMINATE_TIMEOUT_S`): a starved
+peer delays a step instead of killing the run, and a collective stuck for
+`COLLECTIVE_WARN_STUCK_S` is still reported in the log.
+
 `Execution.for_backend` resolves a config's `execution` block: only its `cpu` entry
 holds tricks, and they apply only when the process's backend is the CPU, so a GPU/TPU
 run always takes whole batches on plain programs.
@@ -24,6 +32,7 @@ import functools
 import os
 from typing import Any, Callable, Mapping
 
+from absl import logging
 import flax.linen as nn
 import jax
 from jax import lax
@@ -36,6 +45,12 @@ from hipart_jax.models import lifter as lifter_lib
 
 AXIS = 'batch'  # The named axis steps reduce over (gradients, metrics, statistics).
 Batch = Mapping[str, jax.Array]
+# How long a CPU collective waits for a late device before XLA aborts the process, and
+# after how long it logs that it is stuck (seconds).
+COLLECTIVE_TERMINATE_TIMEOUT_S = 3600
+COLLECTIVE_WARN_STUCK_S = 60
+_TERMINATE_FLAG = '--xla_cpu_collective_call_terminate_timeout_seconds'
+_WARN_STUCK_FLAG = '--xla_cpu_collective_call_warn_stuck_timeout_seconds'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +165,15 @@ def resolve_cpu_devices(count: int) -> int:
   return count or len(os.sched_getaffinity(0))
 
 
-def configure_cpu_devices(count: int) -> int:
+def configure_cpu_devices(count: int, *,
+                          collective_timeout_s: int = COLLECTIVE_TERMINATE_TIMEOUT_S) -> int:
   """Makes JAX create `resolve_cpu_devices(count)` CPU devices; call it before any JAX
   operation. Only the CPU platform changes: accelerators stay the default devices.
+
+  With more than one device, CPU collectives wait up to `collective_timeout_s` for a late
+  device (module docstring) unless `XLA_FLAGS` already sets that timeout. More devices
+  than cores free to this process are allowed (tests, benchmarks) with a warning: they
+  time-share the cores, so every collective waits for descheduled peers.
 
   Returns:
     the resolved count.
@@ -162,7 +183,24 @@ def configure_cpu_devices(count: int) -> int:
   count = resolve_cpu_devices(count)
   if count != 1:
     jax.config.update('jax_num_cpu_devices', count)
+    _set_collective_timeouts(collective_timeout_s)
+    cores = len(os.sched_getaffinity(0))
+    if count > cores:
+      logging.warning('%d CPU devices on %d cores: the devices time-share the cores and '
+                      'each collective waits for the descheduled ones (slower steps).',
+                      count, cores)
   return count
+
+
+def _set_collective_timeouts(terminate_s: int) -> None:
+  """Adds the CPU collective timeouts to `XLA_FLAGS` (read when the CPU backend starts),
+  keeping any the user set."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  added = [f'{flag}={value}' for flag, value in (
+      (_TERMINATE_FLAG, terminate_s),
+      (_WARN_STUCK_FLAG, min(COLLECTIVE_WARN_STUCK_S, terminate_s)))
+           if flag not in flags]
+  os.environ['XLA_FLAGS'] = ' '.join([flags] + added).strip()
 
 
 def map_step(step_fn: Callable, *, donate_state: bool = False,

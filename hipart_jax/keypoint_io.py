@@ -352,14 +352,29 @@ def _load_json(path: pathlib.Path) -> Any:
     raise _error(path, 'file', 'nests arrays or objects too deeply to be keypoints') from None
 
 
+class _FolderFrames:
+  """The (file, parsed JSON) pairs of a folder's frames, each file parsed when iterated
+  to, so that reading a folder holds one parsed frame at a time, not all of them."""
+
+  def __init__(self, files: Sequence[pathlib.Path]):
+    self.files = list(files)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __iter__(self):
+    for file in self.files:
+      yield file, _load_json(file)
+
+
 def _load(path: pathlib.Path) -> tuple[str, Any]:
-  """('npz', None) | ('json', data) | ('folder', [(file, data), ...])."""
+  """('npz', None) | ('json', data) | ('folder', _FolderFrames [(file, data), ...])."""
   if path.is_dir():
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == '.json')
     if not files:
       raise _error(path, 'folder', 'holds no .json files (expected OpenPose frames, '
                    'one *_keypoints.json per frame)')
-    return 'folder', [(file, _load_json(file)) for file in files]
+    return 'folder', _FolderFrames(files)
   if not path.exists():
     raise _error(path, 'path', 'does not exist')
   try:
@@ -590,9 +605,9 @@ def _read_results(path, data, use_ids, fmt: str) -> _Detections:
 
 def _read_openpose(path, frames_data, use_ids, fmt: str) -> _Detections:
   """OpenPose frames: [(file, parsed JSON)], one per frame."""
-  frame_of_file = _frame_numbers([file.name for file, _ in frames_data])
-  layout, values, frames, ids = None, [], [], []
-  for (file, data), frame in zip(frames_data, frame_of_file):
+  layout, values, file_of_row, ids, names = None, [], [], [], []
+  for index, (file, data) in enumerate(frames_data):  # One parsed frame at a time.
+    names.append(file.name)
     people = data.get('people') if isinstance(data, dict) else None
     if not isinstance(people, list):
       raise _error(file, 'people', 'missing or not a list: not an OpenPose frame')
@@ -606,11 +621,13 @@ def _read_openpose(path, frames_data, use_ids, fmt: str) -> _Detections:
       layout = _layout(LAYOUTS[fmt], layout, flat.size, 3, file,
                        f'{field} pose_keypoints_2d')
       values.append(flat.reshape(-1, 3))
-      frames.append(frame)
+      file_of_row.append(index)
       ids.append(_track_id(person.get('person_id'), file, f'{field} person_id')
                  if use_ids else None)
+  frame_of_file = _frame_numbers(names)
   if not values:
     raise _error(path, 'people', f'no person in any of the {len(frames_data)} frames')
+  frames = frame_of_file[np.asarray(file_of_row, np.int64)]
   empty = len(frames_data) - len(set(frames))
   if empty:
     logging.warning('%s: %d of %d OpenPose frames have no person', path, empty,
