@@ -317,6 +317,11 @@ def test_grain_pipeline(tmp_path, tiny_tfds_dir):
   for row in report['timings']:
     assert_finite_positive(row, ['first_epoch_s', 'warm_s', 'first_epoch_batches_per_s',
                                  'warm_batches_per_s', 'first_epoch_ratio', 'warm_ratio'])
+  assert [r['pipeline'] for r in report['batch_by_batch']] == [
+      'train_batches', 'grain', 'grain_cached']
+  for row in report['batch_by_batch']:
+    assert_finite_positive(row, ['first_epoch_s', 'first_epoch_cpu_s', 'warm_s',
+                                 'warm_cpu_s', 'first_epoch_cpu_ratio', 'warm_cpu_ratio'])
   verdict = report['verdict']
   assert verdict['pure_function_of_seed_step_process'] and verdict['per_process_sharding']
   assert isinstance(verdict['throughput_at_least_today'], bool)
