@@ -47,5 +47,8 @@ setuptools.setup(
         'viz': ['matplotlib>=3.8'],
         # Reading the official Human3.6M release (D3_Positions .cdf files), pure Python.
         'official': ['cdflib>=1.3'],
+        # bench/grain_pipeline.py: Google's grain loader timed beside the project's own
+        # input pipeline (hipart_jax/input_pipeline.py), which training keeps using.
+        'bench': ['grain>=0.2.18'],
     },
 )

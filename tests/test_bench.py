@@ -49,6 +49,13 @@ def run_main(module, tmp_path, *extra):
   return json.loads(output.read_text())
 
 
+@pytest.fixture(scope='module')
+def tiny_tfds_dir(tmp_path_factory):
+  """A TFDS data directory the scripts that read `synthetic_poses/tiny` share (the first
+  one builds it there)."""
+  return tmp_path_factory.mktemp('tfds')
+
+
 def assert_finite_positive(row, keys):
   for key in keys:
     value = row[key]
@@ -205,8 +212,8 @@ def test_write_json_rejects_non_finite(bad):
     common.write_json({'x': bad}, None)
 
 
-def test_training(tmp_path):
-  report = run_main(training, tmp_path, f'--data_dir={tmp_path / "tfds"}')
+def test_training(tmp_path, tiny_tfds_dir):
+  report = run_main(training, tmp_path, f'--data_dir={tiny_tfds_dir}')
   check_roofline(report)
   steps = report['train_steps']
   assert [r['stage'] for r in steps] == list(training.SMOKE_STAGES)
@@ -288,3 +295,62 @@ def test_example_cache_gives_the_uncached_batches_and_reads_once():
     assert uncached.keys() == cached.keys()
     for key in uncached:
       np.testing.assert_array_equal(uncached[key], cached[key], err_msg=key)
+
+
+def test_grain_pipeline(tmp_path, tiny_tfds_dir):
+  """grain's MapDataset beside TrainBatches: checks (1) and (2) hold, every rate is
+  reported, and grain's own order is not TrainBatches' (a port changes the data order)."""
+  pytest.importorskip('grain')
+  from bench import grain_pipeline  # pylint: disable=g-import-not-at-top
+  report = run_main(grain_pipeline, tmp_path, f'--data_dir={tiny_tfds_dir}')
+  assert MACHINE_KEYS <= set(report['machine'])
+  assert set(report['checks']) == {'grain', 'grain_cached'}
+  for checks in report['checks'].values():
+    assert checks['resumed_equal'] and checks['random_access_equal'], checks
+    assert checks['shards_cover_global_batch'], checks
+  assert report['cached_equals_records'] is True
+  assert report['same_order_as_train_batches'] is False
+  assert isinstance(report['epoch_seeds_overlap'], bool)
+  threads = grain_pipeline.SMOKE_GRAIN_THREADS
+  assert [r['pipeline'] for r in report['timings']] == ['train_batches'] + [
+      f'{name}_t{t}' for t in threads for name in ('grain', 'grain_cached')]
+  for row in report['timings']:
+    assert_finite_positive(row, ['first_epoch_s', 'warm_s', 'first_epoch_batches_per_s',
+                                 'warm_batches_per_s', 'first_epoch_ratio', 'warm_ratio'])
+  assert [r['pipeline'] for r in report['batch_by_batch']] == [
+      'train_batches', 'grain', 'grain_cached']
+  for row in report['batch_by_batch']:
+    assert_finite_positive(row, ['first_epoch_s', 'first_epoch_cpu_s', 'warm_s',
+                                 'warm_cpu_s', 'first_epoch_cpu_ratio', 'warm_cpu_ratio'])
+  verdict = report['verdict']
+  assert verdict['pure_function_of_seed_step_process'] and verdict['per_process_sharding']
+  assert isinstance(verdict['throughput_at_least_today'], bool)
+
+
+def test_grain_checks_catch_broken_pipelines():
+  """The checks fail for a pipeline whose shards overlap or whose restart reshuffles."""
+  pytest.importorskip('grain')
+  import fake_examples  # pylint: disable=g-import-not-at-top
+  from bench import grain_pipeline  # pylint: disable=g-import-not-at-top
+  from hipart_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from hipart_jax import skeleton  # pylint: disable=g-import-not-at-top
+  hierarchy = skeleton.default_hierarchy()
+  source = fake_examples.fake_examples(10, hierarchy, seed=0)
+  data = input_pipeline.default_data_config()
+
+  def make(seed=0, process_index=0, process_count=1):
+    return grain_pipeline.grain_batches(source, hierarchy, data, global_batch_size=4,
+                                        num_local_devices=1, seed=seed,
+                                        process_index=process_index,
+                                        process_count=process_count)
+
+  assert grain_pipeline.check_sharding(make, [0, 2])['shards_cover_global_batch']
+  every_process_reads_shard_0 = lambda process_index, process_count: make(
+      process_count=process_count)
+  assert not grain_pipeline.check_sharding(every_process_reads_shard_0,
+                                           [0, 2])['shards_cover_global_batch']
+  assert grain_pipeline.check_resume(make, 2, data, 4, 2, [0, 3])['resumed_equal']
+  seeds = iter(range(100))
+  reseeded_on_restart = lambda: make(seed=next(seeds))
+  resume = grain_pipeline.check_resume(reseeded_on_restart, 2, data, 4, 2, [0, 3])
+  assert not resume['resumed_equal'] and not resume['random_access_equal']
