@@ -26,20 +26,22 @@ import tempfile
 import time
 import zipfile
 
-from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 import numpy as np
 import pytest
 
+from fuzz_mutations import apply_byte_mutation
+from fuzz_mutations import byte_mutation
+from fuzz_mutations import CASE_SECONDS
+from fuzz_mutations import with_examples as _with_examples
 import keypoint_files
 from hipart_jax import keypoint_io
 from hipart_jax import skeleton
 from tfds_builders.cmu_mocap import asf_amc
 from tfds_builders.cmu_mocap import bvh
 
-CASE_SECONDS = 5.0  # CPU seconds per case, so a loaded machine does not fail it.
 IMAGE_SIZE = keypoint_files.IMAGE_SIZE
 CMU_DUMMY = pathlib.Path(__file__).resolve().parents[1] / 'tfds_builders/cmu_mocap/dummy_data'
 
@@ -152,13 +154,6 @@ def _write_case(directory: pathlib.Path, name: str, files: dict[str, bytes]) -> 
   return root if is_folder else root / next(iter(files))
 
 
-def _with_examples(test, examples):
-  """`test` with each of `examples` (keyword dicts) as a hypothesis @example."""
-  for kwargs in examples:
-    test = example(**kwargs)(test)
-  return test
-
-
 def _run(name: str, files: dict[str, bytes], image_size=IMAGE_SIZE):
   requested = SEEDS[name][0]
   with tempfile.TemporaryDirectory() as directory:
@@ -166,35 +161,6 @@ def _run(name: str, files: dict[str, bytes], image_size=IMAGE_SIZE):
 
 
 # ---- Mutations.
-
-
-def byte_mutation(data: bytes):
-  """A strategy of (kind, argument) byte mutations of `data`."""
-  size = max(len(data), 1)
-  lines = data.split(b'\n')
-  truncate = st.integers(0, size - 1).map(lambda cut: ('truncate', cut))
-  flips = st.lists(st.tuples(st.integers(0, size - 1), st.integers(0, 255)), min_size=1,
-                   max_size=4).map(lambda f: ('flip', f))
-  delete = st.integers(0, len(lines) - 1).map(lambda k: ('delete_line', k))
-  duplicate = st.integers(0, len(lines) - 1).map(lambda k: ('duplicate_line', k))
-  return st.one_of(truncate, flips, delete, duplicate)
-
-
-def apply_byte_mutation(data: bytes, mutation) -> bytes:
-  kind, argument = mutation
-  if kind == 'truncate':
-    return data[:argument]
-  if kind == 'flip':
-    out = bytearray(data)
-    for position, value in argument:
-      out[position % len(out)] = value
-    return bytes(out)
-  lines = data.split(b'\n')
-  if kind == 'delete_line':
-    del lines[argument]
-  else:
-    lines.insert(argument, lines[argument])
-  return b'\n'.join(lines)
 
 
 @st.composite
