@@ -219,21 +219,49 @@ def h36m_byte_case(draw):
   return name, apply_byte_mutation(data, draw(byte_mutation(data)))
 
 
-H36M_REGRESSIONS = []
+def _h36m_edited(name: str, edit) -> tuple[str, bytes]:
+  """(name, bytes) of a dummy file whose tree `edit` changed in place."""
+  with np.load(H36M_DUMMY / name, allow_pickle=True) as archive:  # The repo's own file.
+    tree = {key: archive[key].item() if archive[key].dtype == object else archive[key]
+            for key in archive.files}
+  edit(tree)
+  return name, _npz_bytes(tree)
+
+
+def _zip_crc_flipped(name: str) -> tuple[str, bytes]:
+  data = bytearray((H36M_DUMMY / name).read_bytes())
+  data[14] ^= 0xFF  # The first member's CRC-32 in its local header.
+  return name, bytes(data)
+
+
+# Regressions, found by these tests on the readers before their fixes; each raised
+# another exception than ValueError (named in the comment) or read wrong values.
+H36M_REGRESSIONS = [
+    _h36m_edited(h36m.FILES_2D['gt'], lambda t: t['positions_2d'].update(S1=7)),  # AttributeError
+    _h36m_edited(h36m.FILES_2D['gt'],  # TypeError (len of a camera's bool)
+                 lambda t: t['positions_2d']['S1']['Walking 1'].__setitem__(0, True)),
+    _h36m_edited(h36m.FILE_3D, lambda t: t['positions_3d'].update(S1=3)),  # TypeError
+    _h36m_edited(h36m.FILE_3D, lambda t: t['positions_3d']['S1'].update({5: np.zeros(
+        (2, 32, 3))})),  # AttributeError (action 5)
+    _h36m_edited(h36m.FILES_2D['gt'],  # ValueError of numpy (truth of an array)
+                 lambda t: t['metadata'].update(num_joints=np.zeros(3))),
+    _h36m_edited(h36m.FILE_3D,  # ValueError of the schema naming no file
+                 lambda t: t['positions_3d']['S9']['Directions'].__setitem__((0, 0, 0), np.nan)),
+]
 
 
 def test_h36m_npz_byte_mutations():
   @given(case=h36m_byte_case())
   def check(case):
     _h36m_case(*case)
-  with_examples(check, [dict(case=c) for c in H36M_REGRESSIONS if c[0] == 'bytes'])()
+  with_examples(check, [dict(case=_zip_crc_flipped(h36m.FILE_3D))])()  # BadZipFile
 
 
 def test_h36m_npz_structure_mutations():
   @given(case=h36m_structure_case())
   def check(case):
     _h36m_case(*case)
-  check()
+  with_examples(check, [dict(case=c) for c in H36M_REGRESSIONS])()
 
 
 # ---- Human3.6M, official D3_Positions CDF files (official.read_pose, cdflib).
@@ -287,7 +315,8 @@ def test_h36m_cdf_byte_mutations(tmp_path, cdf_seed):
   def check(mutation):
     path.write_bytes(apply_byte_mutation(cdf_seed, mutation))
     _cdf_check(path)  # A flipped byte can change the declared frames.
-  check()
+  # cdflib's MemoryError, IndexError and OverflowError on truncated files.
+  with_examples(check, [dict(mutation=('truncate', cut)) for cut in (5, 1968, 1988)])()
 
 
 CDF_SHAPES = [(1, 3, 96), (1, 0, 96), (1, 3, 95), (1, 3, 97), (1, 1, 96), (2, 3, 96),
@@ -316,7 +345,8 @@ def test_h36m_cdf_structure_mutations(tmp_path, cdf_seed):
   def check(values, variable):
     _write_cdf(path, values, variable)
     _cdf_check(path, values.size // 96)
-  check()
+  # Millimeters beyond float32 once in meters were read as inf.
+  with_examples(check, [dict(values=np.full((1, 3, 96), 1e308), variable='Pose')])()
 
 
 # ---- MPI-INF-3DHP annot_data.mat (mat_annotations.read_sequence; h5py and scipy).
@@ -389,7 +419,10 @@ def test_mpi_mat_byte_mutations(tmp_path, mat_seeds):
   def check(data):
     path.write_bytes(data)
     _mat_check(path)
-  check()
+  # scipy's v5 reader crashed the process (segmentation fault) on a stray flag bit.
+  v5 = bytearray(mat_seeds['v5'])
+  v5[393] = 153
+  with_examples(check, [dict(data=bytes(v5))])()
 
 
 # Values both writers store: no None, dicts or ragged lists.
@@ -462,10 +495,35 @@ def test_pw3d_pickle_byte_mutations(tmp_path):
   check()
 
 
+def test_pw3d_huge_array_state_is_refused(tmp_path):
+  """A pickled object array whose state claims 2**30 items: numpy filled 8 GB (a hang)."""
+  data = pickle.dumps({'a': np.array([None] * 3, object)}, protocol=2)
+  assert data.count(b'K\x01K\x03\x85') == 1
+  path = tmp_path / PW3D_SEED.name
+  path.write_bytes(data.replace(b'K\x01K\x03\x85', b'K\x01J\x00\x00\x00\x40\x85'))
+  with pytest.raises(ValueError, match='ndarray state of shape'):
+    pw3d.read_sequence_file(path)
+
+
 @st.composite
 def pw3d_structure_case(draw):
   tree = safe_pickle.load_pickle_file(PW3D_SEED, encoding='latin1')
   return pickle.dumps(mutate_tree(draw, tree), protocol=2)
+
+
+def _pw3d_edited(edit) -> bytes:
+  tree = safe_pickle.load_pickle_file(PW3D_SEED, encoding='latin1')
+  edit(tree)
+  return pickle.dumps(tree, protocol=2)
+
+
+PW3D_REGRESSIONS = [
+    _pw3d_edited(lambda t: t['campose_valid'].append(np.ones(3))),  # An actor dropped.
+    _pw3d_edited(lambda t: t.update(img_frame_ids=np.int64(4))),  # IndexError
+    _pw3d_edited(lambda t: t.update(poses2d=None)),  # TypeError
+    _pw3d_edited(lambda t: t.update(cam_intrinsics=[[1, 0, 'x']] * 3)),  # ValueError of numpy
+    _pw3d_edited(lambda t: t.update(img_frame_ids=np.full(3, 2.0**63))),  # Frame ids wrapped.
+]
 
 
 def test_pw3d_pickle_structure_mutations(tmp_path):
@@ -475,4 +533,4 @@ def test_pw3d_pickle_structure_mutations(tmp_path):
   def check(data):
     path.write_bytes(data)
     _pw3d_check(path)
-  check()
+  with_examples(check, [dict(data=d) for d in PW3D_REGRESSIONS])()
