@@ -21,24 +21,27 @@ import copy
 import io
 import json
 import pathlib
+import re
 import tempfile
 import time
 import zipfile
 
-from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 import numpy as np
 import pytest
 
+from fuzz_mutations import apply_byte_mutation
+from fuzz_mutations import byte_mutation
+from fuzz_mutations import CASE_SECONDS
+from fuzz_mutations import with_examples as _with_examples
 import keypoint_files
 from hipart_jax import keypoint_io
 from hipart_jax import skeleton
 from tfds_builders.cmu_mocap import asf_amc
 from tfds_builders.cmu_mocap import bvh
 
-CASE_SECONDS = 5.0  # CPU seconds per case, so a loaded machine does not fail it.
 IMAGE_SIZE = keypoint_files.IMAGE_SIZE
 CMU_DUMMY = pathlib.Path(__file__).resolve().parents[1] / 'tfds_builders/cmu_mocap/dummy_data'
 
@@ -151,13 +154,6 @@ def _write_case(directory: pathlib.Path, name: str, files: dict[str, bytes]) -> 
   return root if is_folder else root / next(iter(files))
 
 
-def _with_examples(test, examples):
-  """`test` with each of `examples` (keyword dicts) as a hypothesis @example."""
-  for kwargs in examples:
-    test = example(**kwargs)(test)
-  return test
-
-
 def _run(name: str, files: dict[str, bytes], image_size=IMAGE_SIZE):
   requested = SEEDS[name][0]
   with tempfile.TemporaryDirectory() as directory:
@@ -165,35 +161,6 @@ def _run(name: str, files: dict[str, bytes], image_size=IMAGE_SIZE):
 
 
 # ---- Mutations.
-
-
-def byte_mutation(data: bytes):
-  """A strategy of (kind, argument) byte mutations of `data`."""
-  size = max(len(data), 1)
-  lines = data.split(b'\n')
-  truncate = st.integers(0, size - 1).map(lambda cut: ('truncate', cut))
-  flips = st.lists(st.tuples(st.integers(0, size - 1), st.integers(0, 255)), min_size=1,
-                   max_size=4).map(lambda f: ('flip', f))
-  delete = st.integers(0, len(lines) - 1).map(lambda k: ('delete_line', k))
-  duplicate = st.integers(0, len(lines) - 1).map(lambda k: ('duplicate_line', k))
-  return st.one_of(truncate, flips, delete, duplicate)
-
-
-def apply_byte_mutation(data: bytes, mutation) -> bytes:
-  kind, argument = mutation
-  if kind == 'truncate':
-    return data[:argument]
-  if kind == 'flip':
-    out = bytearray(data)
-    for position, value in argument:
-      out[position % len(out)] = value
-    return bytes(out)
-  lines = data.split(b'\n')
-  if kind == 'delete_line':
-    del lines[argument]
-  else:
-    lines.insert(argument, lines[argument])
-  return b'\n'.join(lines)
 
 
 @st.composite
@@ -455,27 +422,8 @@ def _amc_reader():
   return lambda path: asf_amc.read_amc(path, skeleton_)
 
 
-_CMU_OWNED = ('tfds_builders/cmu_mocap is owned by another engineer; reported, not fixed '
-              'here: ')
 CMU_READERS = {'bvh': (lambda: bvh.read_bvh, BVH_SEED),
                'asf': (lambda: asf_amc.read_asf, ASF_SEED), 'amc': (_amc_reader, AMC_SEED)}
-
-
-@pytest.mark.parametrize('kind', [
-    'amc', pytest.param('asf', marks=pytest.mark.xfail(strict=True, reason=(
-        _CMU_OWNED + "the fixed cases include a repeated 'end' line in :bonedata, which "
-        'raises TypeError (asf_end_twice below)'))), 'bvh'])
-def test_cmu_reader_mutations(tmp_path_factory, kind):
-  make_reader, seed = CMU_READERS[kind]
-  read, path = make_reader(), tmp_path_factory.mktemp(kind) / f'case.{kind}'
-
-  @given(data=cmu_case(_cmu_seed(seed)))
-  def check(data):
-    result = _cmu_check(read, path, data)
-    if kind == 'bvh' and result is not None:
-      skeleton_, motion = result
-      assert motion.values.shape == (len(motion.values), skeleton_.num_channels)
-  check()
 
 
 def _seed_lines(relative: str) -> list[str]:
@@ -501,31 +449,50 @@ def _finite(kind: str, result) -> bool:
   return all(np.isfinite(v).all() for v in result.values.values())
 
 
-# Defects this fuzzer found in the CMU readers, one case each: the reader either crashes
-# with another exception than ValueError, or returns non-finite numbers without a word.
-CMU_DEFECTS = {
+# Defects this fuzzer found in the CMU readers, one case each: the reader crashed with
+# another exception than ValueError, or returned non-finite numbers without a word. Each
+# now raises ValueError naming the file and the line or field: (kind, data, message).
+CMU_REGRESSIONS = {
     'asf_end_twice': ('asf', _replace_line(ASF_SEED, 'end', '  end', keep=True),
-                      "a repeated 'end' in :bonedata: TypeError (None bone), not ValueError"),
+                      r"ASF line \d+: 'end' without a 'begin'"),  # Was TypeError.
     'asf_parenthesis_line': ('asf', _replace_line(ASF_SEED, 'direction', '  (', keep=True),
-                             "a :bonedata line '(': IndexError, not ValueError"),
+                             r"ASF line \d+: :bonedata line '\(' has no field name"),
     'asf_nan_direction': ('asf', _replace_line(ASF_SEED, 'direction', '    direction nan 0 1'),
-                          'a NaN bone direction is read as NaN'),
+                          r'ASF line \d+: bone lhipjoint: direction: .* not all finite'),
     'bvh_nan_offset': ('bvh', _replace_line(BVH_SEED, 'OFFSET', '\tOFFSET nan inf -inf'),
-                       'NaN/Inf offsets are read as they are'),
+                       r"BVH line \d+: joint Hips OFFSET 'nan' is not finite"),
     'bvh_nan_frame_time': ('bvh', _replace_line(BVH_SEED, 'Frame Time', 'Frame Time: nan'),
-                           'a NaN frame time is read'),
+                           r"BVH line \d+: Frame Time: 'nan' is not finite"),
     'bvh_negative_frame_time': ('bvh', _replace_line(BVH_SEED, 'Frame Time', 'Frame Time: -1'),
-                                'a negative frame time is read'),
+                                r'BVH line \d+: Frame Time: -1.0 is not positive'),
     'amc_nan_value': ('amc', _replace_line(AMC_SEED, 'lthumb', 'lthumb nan -13.78'),
-                      'a NaN joint angle is read'),
+                      r'AMC line \d+: bone lthumb: .* not all finite'),
 }
 
 
-@pytest.mark.parametrize('case', [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=_CMU_OWNED + reason))
-    for name, (_, _, reason) in sorted(CMU_DEFECTS.items())])
-def test_cmu_reader_defects(tmp_path, case):
-  kind, data, _ = CMU_DEFECTS[case]
+@pytest.mark.parametrize('kind', sorted(CMU_READERS))
+def test_cmu_reader_mutations(tmp_path_factory, kind):
+  make_reader, seed = CMU_READERS[kind]
+  read, path = make_reader(), tmp_path_factory.mktemp(kind) / f'case.{kind}'
+
+  @given(data=cmu_case(_cmu_seed(seed)))
+  def check(data):
+    result = _cmu_check(read, path, data)
+    if result is not None:
+      assert _finite(kind, result), 'non-finite numbers read without an error'
+    if kind == 'bvh' and result is not None:
+      skeleton_, motion = result
+      assert motion.values.shape == (len(motion.values), skeleton_.num_channels)
+  _with_examples(check, [dict(data=data) for case_kind, data, _ in CMU_REGRESSIONS.values()
+                         if case_kind == kind])()
+
+
+@pytest.mark.parametrize('case', sorted(CMU_REGRESSIONS))
+def test_cmu_reader_regressions(tmp_path, case):
+  """Each regression raises the reader's ValueError, naming the file and the line."""
+  kind, data, message = CMU_REGRESSIONS[case]
   make_reader, _ = CMU_READERS[kind]
-  result = _cmu_check(make_reader(), tmp_path / f'case.{kind}', data)
-  assert result is None or _finite(kind, result)
+  path = tmp_path / f'case.{kind}'
+  path.write_bytes(data)
+  with pytest.raises(ValueError, match=re.escape(f'{path}: ') + message):
+    make_reader()(path)

@@ -122,6 +122,10 @@ def _array(field: str, value: Any, shape: tuple[int, ...], dtype=np.float32) -> 
     raise ValueError(f'{field}: non-finite values at indices {bad}')
   if np.issubdtype(dtype, np.integer) and np.any(array != np.round(array)):
     raise ValueError(f'{field}: expected integers, got {array.tolist()}')
+  info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
+  if np.any(np.abs(array) > info.max):
+    raise ValueError(f'{field}: values beyond the {np.dtype(dtype).name} range '
+                     f'(largest {np.abs(array).max()})')
   return array.astype(dtype)
 
 

@@ -144,59 +144,98 @@ def _tokens(line: str) -> list[str]:
   return line.replace('(', ' ').replace(')', ' ').split()
 
 
+def _floats(values, count: int, what: str) -> np.ndarray:
+  """[count] finite float64 values of `what`, or ValueError naming it."""
+  try:
+    array = np.asarray([float(v) for v in values], np.float64)
+  except (TypeError, ValueError, OverflowError):
+    raise ValueError(f'{what}: {list(values)} are not numbers') from None
+  if array.shape != (count,):
+    raise ValueError(f'{what}: expected {count} numbers, got {list(values)}')
+  if not np.isfinite(array).all():
+    raise ValueError(f'{what}: {list(values)} are not all finite')
+  return array
+
+
 def parse_asf(text: str) -> AsfSkeleton:
-  """Parses the text of an ASF file (raises ValueError naming the problem)."""
-  lines = [line.split('#', 1)[0].rstrip() for line in text.splitlines()]
-  sections: dict[str, list[str]] = {}
+  """Parses the text of an ASF file (raises ValueError naming the line or bone)."""
+  # Each section holds (line number, text) so that errors can point at the line.
+  sections: dict[str, list[tuple[int, str]]] = {}
   current = None
-  for line in lines:
+  for line_number, line in enumerate(text.splitlines(), start=1):
+    line = line.split('#', 1)[0].rstrip()
     if not line.strip():
       continue
     if line.lstrip().startswith(':'):
       keyword, _, rest = line.strip()[1:].partition(' ')
       current = keyword.lower()
-      sections[current] = [rest] if rest.strip() else []
+      sections[current] = [(line_number, rest)] if rest.strip() else []
     elif current is not None:
-      sections[current].append(line)
+      sections[current].append((line_number, line))
   for needed in ('root', 'bonedata', 'hierarchy'):
     if needed not in sections:
       raise ValueError(f'ASF: missing section :{needed}')
 
   units: dict[str, float | str] = {}
-  for line in sections.get('units', []):
-    key, value = line.split()[:2]
+  for line_number, line in sections.get('units', []):
+    tokens = line.split()
+    if len(tokens) < 2:
+      raise ValueError(f'ASF line {line_number}: :units entry {line.strip()!r} has no value')
     try:
-      units[key] = float(value)
+      units[tokens[0]] = float(tokens[1])
     except ValueError:
-      units[key] = value
+      units[tokens[0]] = tokens[1]
+  length_unit = units.get('length', 1.0)
+  if not isinstance(length_unit, float) or not 0 < length_unit < np.inf:
+    raise ValueError(f':units length {length_unit!r} is not a positive number')
 
-  root = {line.split()[0]: line.split()[1:] for line in sections['root']}
-  root_order = tuple(v.upper() for v in root.get('order', 'TX TY TZ RX RY RZ'.split()))
-  root_axis = ''.join(root.get('axis', ['XYZ'])).upper()
-  root_position = np.asarray(root.get('position', [0, 0, 0]), np.float64)
-  root_orientation = np.asarray(root.get('orientation', [0, 0, 0]), np.float64)
+  root = {line.split()[0]: (line_number, line.split()[1:])
+          for line_number, line in sections['root']}
+  root_order = tuple(v.upper() for v in root.get('order', (0, 'TX TY TZ RX RY RZ'.split()))[1])
+  unknown_channels = [c for c in root_order if c not in ('TX', 'TY', 'TZ', 'RX', 'RY', 'RZ')]
+  if unknown_channels:
+    raise ValueError(f':root order: unknown channels {unknown_channels}')
+  root_axis = ''.join(root.get('axis', (0, ['XYZ']))[1]).upper()
+  if sorted(root_axis) != ['X', 'Y', 'Z']:
+    raise ValueError(f':root axis {root_axis!r} is not an order of XYZ')
+  root_fields = {}
+  for key in ('position', 'orientation'):
+    line_number, values = root.get(key, (0, [0, 0, 0]))
+    root_fields[key] = _floats(values, 3, f'ASF line {line_number}: :root {key}')
 
   raw_bones: list[dict] = []
   fields: dict | None = None
   last_key = None
-  for line in sections['bonedata']:
+  for line_number, line in sections['bonedata']:
     tokens = _tokens(line)
+    where = f'ASF line {line_number}'
+    if not tokens:
+      raise ValueError(f'{where}: :bonedata line {line.strip()!r} has no field name')
     if tokens[0] == 'begin':
-      fields, last_key = {'limits': []}, None
+      if fields is not None:
+        raise ValueError(f'{where}: begin inside the bone begun on line {fields["line"]}')
+      fields, last_key = {'limits': [], 'line': line_number}, None
     elif tokens[0] == 'end':
+      if fields is None:
+        raise ValueError(f"{where}: 'end' without a 'begin'")
       raw_bones.append(fields)
       fields = None
     elif fields is None:
-      raise ValueError(f'ASF: bone field outside begin/end: {line.strip()!r}')
+      raise ValueError(f'{where}: bone field outside begin/end: {line.strip()!r}')
     elif tokens[0] == 'limits' or (last_key == 'limits' and _is_number(tokens[0])):
-      fields['limits'].append(tuple(float(v) for v in tokens[-2:]))
+      limit = tuple(float(v) for v in tokens[-2:]) if all(map(_is_number, tokens[-2:])) else ()
+      if len(limit) != 2 or np.isnan(limit).any() or limit[0] > limit[1]:
+        raise ValueError(f'{where}: limits {line.strip()!r} are not a (min max) pair')
+      fields['limits'].append(limit)
       last_key = 'limits'
     else:
       fields[tokens[0]] = tokens[1:]
       last_key = tokens[0]
+  if fields is not None:
+    raise ValueError(f'ASF line {fields["line"]}: bone has no end')
 
   parent_of: dict[str, str] = {}
-  for line in sections['hierarchy']:
+  for _, line in sections['hierarchy']:
     tokens = line.split()
     if tokens[0] in ('begin', 'end'):
       continue
@@ -205,27 +244,39 @@ def parse_asf(text: str) -> AsfSkeleton:
 
   bones = {}
   for fields_ in raw_bones:
+    where = f'ASF line {fields_["line"]}: bone {" ".join(fields_.get("name", ["(unnamed)"]))}'
     try:
       name = fields_['name'][0]
+      if name in bones or name == ROOT:
+        raise ValueError(f'the name {name!r} is taken')
       dof = tuple(v.lower() for v in fields_.get('dof', []))
+      unknown_dof = [d for d in dof if d not in ('rx', 'ry', 'rz')]
+      if unknown_dof:
+        raise ValueError(f'unknown dof {unknown_dof}')
       limits = tuple(fields_['limits'])
       if limits and len(limits) != len(dof):
         raise ValueError(f'{len(limits)} limits for dof {dof}')
       axis_values = fields_['axis']
-      direction = np.asarray(fields_['direction'], np.float64)
+      axis_order = (axis_values[3] if len(axis_values) > 3 else 'XYZ').upper()
+      if sorted(axis_order) != ['X', 'Y', 'Z']:
+        raise ValueError(f'axis order {axis_order!r} is not an order of XYZ')
+      direction = _floats(fields_['direction'], 3, 'direction')
       norm = np.linalg.norm(direction)
-      if direction.shape != (3,) or norm == 0:
+      if not 0 < norm < np.inf:
         raise ValueError(f'direction {fields_["direction"]} is not a non-zero 3-vector')
+      (length,) = _floats(fields_['length'][:1], 1, 'length')
+      if length < 0:
+        raise ValueError(f'length {length} is negative')
       bones[name] = Bone(
           name=name, parent=parent_of.get(name, ''),
           # Written with 6 digits; renormalized so bone lengths are exactly `length`.
-          direction=direction / norm,
-          length=float(fields_['length'][0]),
-          axis=np.asarray(axis_values[:3], np.float64),
-          axis_order=(axis_values[3] if len(axis_values) > 3 else 'XYZ').upper(),
+          direction=direction / norm, length=float(length),
+          axis=_floats(axis_values[:3], 3, 'axis'), axis_order=axis_order,
           dof=dof, limits=limits)
-    except (KeyError, IndexError, ValueError) as error:
-      raise ValueError(f'ASF: bad bone {fields_.get("name")}: {error!r}') from error
+    except KeyError as error:
+      raise ValueError(f'{where}: missing field {error}') from error
+    except (IndexError, ValueError) as error:
+      raise ValueError(f'{where}: {error}') from error
   orphans = [name for name, bone in bones.items() if not bone.parent]
   if orphans:
     raise ValueError(f'ASF: bones missing from :hierarchy: {orphans}')
@@ -242,10 +293,10 @@ def parse_asf(text: str) -> AsfSkeleton:
     for bone in ready:
       ordered.append(bone)
       placed.add(bone.name)
-  name_line = sections.get('name', ['']) or ['']
-  return AsfSkeleton(name=name_line[0].strip(), units=units, root_order=root_order,
-                     root_axis=root_axis, root_position=root_position,
-                     root_orientation=root_orientation, bones=tuple(ordered))
+  name_line = sections.get('name', []) or [(0, '')]
+  return AsfSkeleton(name=name_line[0][1].strip(), units=units, root_order=root_order,
+                     root_axis=root_axis, root_position=root_fields['position'],
+                     root_orientation=root_fields['orientation'], bones=tuple(ordered))
 
 
 def _is_number(token: str) -> bool:
@@ -279,7 +330,15 @@ def parse_amc(text: str, skeleton: AsfSkeleton) -> AmcMotion:
       continue
     if not frame_numbers:
       raise ValueError(f'AMC line {line_number}: bone values before the first frame')
-    rows.setdefault(tokens[0], []).append([float(v) for v in tokens[1:]])
+    try:
+      row = [float(v) for v in tokens[1:]]
+    except ValueError:
+      raise ValueError(f'AMC line {line_number}: bone {tokens[0]}: values {tokens[1:]} '
+                       'are not all numbers') from None
+    if not np.isfinite(row).all():
+      raise ValueError(f'AMC line {line_number}: bone {tokens[0]}: values {tokens[1:]} '
+                       'are not all finite')
+    rows.setdefault(tokens[0], []).append(row)
 
   num_frames = len(frame_numbers)
   expected = {ROOT: len(skeleton.root_order)}

@@ -82,8 +82,16 @@ class BvhKinematics:
 
 def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
   """Parses the text of a BVH file (raises ValueError naming the problem)."""
-  tokens = text.split()
+  tokens, token_lines = [], []
+  for line_number, line in enumerate(text.splitlines(), start=1):
+    words = line.split()
+    tokens += words
+    token_lines += [line_number] * len(words)
   position = 0
+
+  def where() -> str:
+    """The line of the token taken last, for error messages."""
+    return f'BVH line {token_lines[position - 1]}' if position else 'BVH'
 
   def take() -> str:
     nonlocal position
@@ -95,7 +103,17 @@ def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
   def expect(word: str) -> None:
     got = take()
     if got != word:
-      raise ValueError(f'BVH: expected {word!r}, got {got!r} (token {position})')
+      raise ValueError(f'{where()}: expected {word!r}, got {got!r}')
+
+  def take_number(what: str, kind=float):
+    token = take()
+    try:
+      value = kind(token)
+    except ValueError:
+      raise ValueError(f'{where()}: {what} {token!r} is not a number') from None
+    if kind is float and not np.isfinite(value):
+      raise ValueError(f'{where()}: {what} {token!r} is not finite')
+    return value
 
   names, parents, offsets, channels = [], [], [], []
   expect('HIERARCHY')
@@ -105,37 +123,39 @@ def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
     word = take()
     if word in ('ROOT', 'JOINT'):
       if (word == 'ROOT') != (not stack and not names):
-        raise ValueError(f'BVH: {word} at the wrong place (token {position})')
+        raise ValueError(f'{where()}: {word} at the wrong place')
       name = take()
       is_end = False
     elif word == 'End':
       expect('Site')
       if not stack:
-        raise ValueError('BVH: End Site outside a joint')
+        raise ValueError(f'{where()}: End Site outside a joint')
       name = names[stack[-1]] + END_SITE_SUFFIX
       is_end = True
     elif word == '}':
       if not stack:
-        raise ValueError('BVH: unbalanced braces')
+        raise ValueError(f'{where()}: unbalanced braces')
       stack.pop()
       if not stack:
         break
       continue
     else:
-      raise ValueError(f'BVH: unexpected token {word!r} in HIERARCHY (token {position})')
+      raise ValueError(f'{where()}: unexpected token {word!r} in HIERARCHY')
     pending_parent = stack[-1] if stack else -1
     expect('{')
     expect('OFFSET')
-    offset = [float(take()) for _ in range(3)]
+    offset = [take_number(f'joint {name} OFFSET') for _ in range(3)]
     joint_channels: tuple[str, ...] = ()
     if not is_end:
       expect('CHANNELS')
-      count = int(take())
+      count = take_number(f'joint {name} CHANNELS count', int)
+      if count < 0:
+        raise ValueError(f'{where()}: joint {name}: negative CHANNELS count {count}')
       joint_channels = tuple(take() for _ in range(count))
       unknown = [c for c in joint_channels
                  if c[1:] not in ('position', 'rotation') or c[0] not in 'XYZ']
       if unknown:
-        raise ValueError(f'BVH: joint {name}: unknown channels {unknown}')
+        raise ValueError(f'{where()}: joint {name}: unknown channels {unknown}')
     names.append(name)
     parents.append(pending_parent)
     offsets.append(offset)
@@ -152,17 +172,36 @@ def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
 
   expect('MOTION')
   expect('Frames:')
-  num_frames = int(take())
+  num_frames = take_number('Frames:', int)
+  if num_frames < 0:
+    raise ValueError(f'{where()}: negative Frames: {num_frames}')
   expect('Frame')
   expect('Time:')
-  frame_time = float(take())
-  values = np.asarray(tokens[position:], np.float64)
+  frame_time = take_number('Frame Time:')
+  if frame_time <= 0:
+    raise ValueError(f'{where()}: Frame Time: {frame_time} is not positive')
+  try:
+    values = np.asarray(tokens[position:], np.float64)
+  except ValueError:
+    bad = next(t for t in tokens[position:] if not _is_number(t))
+    raise ValueError(f'BVH: MOTION value {bad!r} is not a number') from None
   expected = num_frames * skeleton.num_channels
   if values.size != expected:
     raise ValueError(f'BVH: {values.size} motion values, expected {num_frames} frames x '
                      f'{skeleton.num_channels} channels = {expected}')
+  if not np.isfinite(values).all():
+    row = int(np.argwhere(~np.isfinite(values))[0, 0]) // max(skeleton.num_channels, 1)
+    raise ValueError(f'BVH: MOTION frame {row} has values that are not finite')
   return skeleton, BvhMotion(frame_time=frame_time,
                              values=values.reshape(num_frames, skeleton.num_channels))
+
+
+def _is_number(token: str) -> bool:
+  try:
+    float(token)
+  except ValueError:
+    return False
+  return True
 
 
 def read_bvh(path: str | pathlib.Path) -> tuple[BvhSkeleton, BvhMotion]:

@@ -32,6 +32,7 @@ from tfds_builders.human36m import bone_points
 from tfds_builders.human36m import cameras
 from tfds_builders.human36m import official
 from tfds_builders.human36m import skeleton32
+from tfds_builders.human36m import videopose3d_files
 
 FILE_3D = 'data_3d_h36m.npz'
 FILES_2D = {'gt': 'data_2d_h36m_gt.npz', 'cpn': 'data_2d_h36m_cpn_ft_h36m_dbb.npz'}
@@ -133,14 +134,7 @@ class SourceData:
 
 
 def _dict_field(path: epath.Path, arrays: Mapping[str, np.ndarray], field: str) -> dict:
-  if field not in arrays:
-    raise ValueError(f'{path.name}: missing field {field!r} (has {sorted(arrays)})')
-  value = arrays[field]
-  value = value.item() if isinstance(value, np.ndarray) and value.dtype == object else value
-  if not isinstance(value, dict):
-    raise ValueError(f'{path.name}: field {field!r} must hold a dict subject → action → '
-                     f'array, got {type(value).__name__}')
-  return value
+  return videopose3d_files.stored_dict(path.name, arrays, field)
 
 
 def load_source_data(manual_dir: epath.PathLike, config: Human36mConfig) -> SourceData:
@@ -166,7 +160,9 @@ def load_source_data(manual_dir: epath.PathLike, config: Human36mConfig) -> Sour
     positions_3d_name = f'<manual_dir>/<subject>/{official.D3_POSITIONS_DIR}'
   else:
     path_3d = manual_dir / FILE_3D
-    positions_3d = _dict_field(path_3d, safe_pickle.load_npz(path_3d), 'positions_3d')
+    positions_3d = videopose3d_files.check_positions_3d(
+        FILE_3D, _dict_field(path_3d, safe_pickle.load_npz(path_3d), 'positions_3d'),
+        skeleton32.NUM_JOINTS_32)
     positions_2d = _load_2d_files(manual_dir, config.input_sources)
     positions_3d_name = FILE_3D
   external = None
@@ -184,12 +180,16 @@ def _load_2d_files(manual_dir: epath.Path, input_sources: Sequence[str]) -> dict
   for source in input_sources:
     path = manual_dir / FILES_2D[source]
     arrays = safe_pickle.load_npz(path)
-    if 'metadata' in arrays:
-      metadata = arrays['metadata'].item()
-      if isinstance(metadata, dict) and metadata.get('num_joints', 17) != 17:
-        raise ValueError(f'{path.name}: metadata num_joints is {metadata["num_joints"]}, '
-                         'expected 17 (Human3.6M layout)')
-    positions_2d[source] = _dict_field(path, arrays, 'positions_2d')
+    metadata = arrays.get('metadata')
+    if metadata is not None and metadata.dtype == object and metadata.shape == ():
+      metadata = metadata.item()
+    num_joints = metadata.get('num_joints', 17) if isinstance(metadata, dict) else 17
+    if not isinstance(num_joints, (int, np.integer)) or num_joints != skeleton.NUM_JOINTS:
+      raise ValueError(f'{path.name}: metadata num_joints is {num_joints!r}, expected 17 '
+                       '(Human3.6M layout)')
+    positions_2d[source] = videopose3d_files.check_positions_2d(
+        path.name, _dict_field(path, arrays, 'positions_2d'), skeleton.NUM_JOINTS,
+        len(cameras.CAMERA_IDS))
   return positions_2d
 
 
@@ -253,7 +253,11 @@ def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
                       data.positions_3d_name)
       continue
     for action in sorted(data.positions_3d[subject]):
-      label = canonical_action(action)
+      try:
+        label = canonical_action(action)
+      except ValueError as error:
+        raise ValueError(f'{data.positions_3d_name}: positions_3d[{subject!r}]: {error}'
+                         ) from None
       joints = np.asarray(data.positions_3d[subject][action], np.float64)
       if joints.ndim != 3 or joints.shape[1:] != (skeleton32.NUM_JOINTS_32, 3):
         raise ValueError(f'{data.positions_3d_name}: positions_3d[{subject!r}][{action!r}]: '
@@ -282,15 +286,20 @@ def generate_examples(data: SourceData, subjects: Sequence[str], stride: int,
         for frame in range(0, num_frames, stride):
           cam = np.split(points_cam[frame], level_ends)
           pix = np.split(pixels[frame], level_ends)
-          example = pose_features.example_from_arrays(
-              subject=subject, action=label, camera=camera_id, frame=frame,
-              image_size=cameras.image_size(camera_id), camera_params=params,
-              keypoints_2d={s: np.concatenate([sequence[frame], confidence], axis=-1)
-                            for s, sequence in inputs.items()},
-              sparse_2d=pix[0], dense_2d=pix[1], fine_2d=pix[2],
-              sparse_3d=cam[0], dense_3d=cam[1], fine_3d=cam[2],
-              num_dense=num_dense, num_fine=num_fine, input_sources=config.input_sources,
-              action_names=ACTIONS)
+          try:
+            example = pose_features.example_from_arrays(
+                subject=subject, action=label, camera=camera_id, frame=frame,
+                image_size=cameras.image_size(camera_id), camera_params=params,
+                keypoints_2d={s: np.concatenate([sequence[frame], confidence], axis=-1)
+                              for s, sequence in inputs.items()},
+                sparse_2d=pix[0], dense_2d=pix[1], fine_2d=pix[2],
+                sparse_3d=cam[0], dense_3d=cam[1], fine_3d=cam[2],
+                num_dense=num_dense, num_fine=num_fine, input_sources=config.input_sources,
+                action_names=ACTIONS)
+          except ValueError as error:  # Values the files hold but no example can.
+            files = [data.positions_3d_name] + [FILES_2D.get(s, s) for s in inputs]
+            raise ValueError(f'{" + ".join(files)}: [{subject!r}][{action!r}] camera '
+                             f'{camera_id} frame {frame}: {error}') from error
           yield f'{subject}/{action}/{camera_id}/{frame:06d}', example
   if skipped:
     logging.warning('human36m %s: skipped %d (subject, action, camera) sequences without 2D '

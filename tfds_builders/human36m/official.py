@@ -90,9 +90,11 @@ def read_pose(path: epath.PathLike, cdflib: Any | None = None) -> np.ndarray:
   values_per_frame = skeleton32.NUM_JOINTS_32 * 3
   try:
     pose = np.array(cdflib.CDF(str(path)).varget(POSE_VARIABLE))
-  except (ValueError, OSError) as error:  # cdflib: missing variable, not a CDF file
-    raise ValueError(f'{path}: cannot read CDF variable {POSE_VARIABLE!r}: {error}'
-                     ) from error
+  except Exception as error:  # pylint: disable=broad-except
+    # cdflib parses the file in Python: a missing variable, a file that is no CDF and a
+    # corrupt one (bad offsets, sizes or compressed blocks) fail with assorted errors.
+    raise ValueError(f'{path}: cannot read CDF variable {POSE_VARIABLE!r} '
+                     f'({type(error).__name__}: {error})') from error
   if pose.ndim < 2 or pose.shape[-1] != values_per_frame or pose.size == 0:
     raise ValueError(f'{path}: expected {POSE_VARIABLE!r} of shape (1, frames, '
                      f'{values_per_frame}) (32 joints x xyz), got {pose.shape}')
@@ -100,9 +102,13 @@ def read_pose(path: epath.PathLike, cdflib: Any | None = None) -> np.ndarray:
     raise ValueError(f'{path}: expected floating-point {POSE_VARIABLE!r}, got {pose.dtype}')
   positions = pose.reshape(-1, skeleton32.NUM_JOINTS_32, 3)
   positions /= MILLIMETERS_PER_METER
+  positions = positions.astype(np.float32)
+  # Checked after the cast: a float64 file's largest values overflow float32.
   if not np.all(np.isfinite(positions)):
-    raise ValueError(f'{path}: non-finite {POSE_VARIABLE!r} values')
-  return positions.astype(np.float32)
+    frame = int(np.argwhere(~np.isfinite(positions))[0, 0])
+    raise ValueError(f'{path}: {POSE_VARIABLE!r} frame {frame}: values that are not '
+                     'finite (or beyond float32 once in meters)')
+  return positions
 
 
 def load_positions_3d(manual_dir: epath.PathLike, subjects: Sequence[str]

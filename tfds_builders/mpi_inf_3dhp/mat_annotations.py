@@ -23,12 +23,14 @@ The 17 joints are in the order of the test set's `mpii_get_joints('relevant')`
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any, Mapping
 
 from etils import epath
 import numpy as np
 
 from hipart_jax import skeleton
+from tfds_builders.mpi_inf_3dhp import mat_v5_layout
 
 # The test set's 17 joints, `mpii_get_joints('relevant')` order (0-based here). 'spine' is
 # the Human3.6M-like spine point, 'head' the centre of the head, 'head_top' its top.
@@ -132,8 +134,9 @@ def _read_v5(path: epath.Path, fields: tuple[str, ...]) -> dict[str, np.ndarray]
   except ImportError as error:
     raise ImportError(f'{path} is a MATLAB v5 file; reading it needs scipy: '
                       '`pip install scipy`') from error
-  with path.open('rb') as f:
-    mat = scipy_io.loadmat(f, variable_names=list(fields))
+  data = path.read_bytes()
+  mat_v5_layout.check_layout(path, data, fields)
+  mat = scipy_io.loadmat(io.BytesIO(data), variable_names=list(fields))
   missing = [name for name in fields if name not in mat]
   if missing:
     raise ValueError(f'{path}: missing fields {missing} (has '
@@ -142,16 +145,36 @@ def _read_v5(path: epath.Path, fields: tuple[str, ...]) -> dict[str, np.ndarray]
 
 
 def read_mat(path: epath.PathLike, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-  """The named variables of a MATLAB v7.3 (h5py) or v5 (scipy) file, as stored."""
+  """The named variables of a MATLAB v7.3 (h5py) or v5 (scipy) file, as stored.
+
+  Raises:
+    ValueError: naming the file, if it is no MATLAB file, lacks a field or cannot be
+      parsed (h5py and scipy report corrupt files with assorted exceptions).
+  """
   path = epath.Path(path)
-  if _file_kind(path) == 'v7.3':
-    return _read_hdf5(path, fields)
-  return _read_v5(path, fields)
+  kind = _file_kind(path)
+  try:
+    return (_read_hdf5 if kind == 'v7.3' else _read_v5)(path, fields)
+  except (ImportError, ValueError) as error:
+    if isinstance(error, ImportError) or str(error).startswith(f'{path}: '):
+      raise
+    raise ValueError(f'{path}: unreadable MATLAB {kind} file ({error})') from error
+  except Exception as error:  # pylint: disable=broad-except
+    raise ValueError(f'{path}: unreadable MATLAB {kind} file ({type(error).__name__}: '
+                     f'{error})') from error
+
+
+def _real_numbers(path: Any, field: str, value: Any) -> np.ndarray:
+  """`value` as an array of real numbers (bool, integer or float), or ValueError."""
+  value = np.asarray(value)
+  if value.dtype.kind not in 'biuf':
+    raise ValueError(f'{path}: {field} holds {value.dtype} values, expected real numbers')
+  return value
 
 
 def per_frame(path: Any, field: str, value: np.ndarray) -> np.ndarray:
   """A 1 x n, n x 1 or n array as [n]."""
-  value = np.asarray(value)
+  value = _real_numbers(path, field, value)
   if value.ndim == 1 or (value.ndim == 2 and 1 in value.shape):
     return value.reshape(-1)
   raise ValueError(f'{path}: {field} has shape {value.shape}, expected one value per '
@@ -165,7 +188,7 @@ def pose_array(path: Any, field: str, value: np.ndarray, num_frames: int,
   Accepted shapes (n = `num_frames`): (n, 1, 17, dim) and (n, 17, dim), as h5py reads
   v7.3 files; (dim, 17, 1, n) and (dim, 17, n), MATLAB's order (scipy, v5 files).
   """
-  value = np.asarray(value)
+  value = _real_numbers(path, field, value)
   row_major = (num_frames, 1, NUM_JOINTS, dim)
   column_major = (dim, NUM_JOINTS, 1, num_frames)
   candidates = {}

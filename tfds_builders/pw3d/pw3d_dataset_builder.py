@@ -106,17 +106,39 @@ def sequence_base(name: str) -> str:
 
 def _field(data: Mapping[str, Any], key: str, where: str) -> Any:
   if key not in data:
-    raise ValueError(f'{where}: missing field {key!r} (has {sorted(data)})')
+    raise ValueError(f'{where}: missing field {key!r} (has {sorted(map(str, data))})')
   return data[key]
 
 
 def _array(value: Any, shape: tuple[int | None, ...], where: str) -> np.ndarray:
-  array = np.asarray(value, np.float64)
+  """`value` as a finite float64 array of `shape` (None: any size), or ValueError."""
+  try:
+    array = np.asarray(value)
+  except (TypeError, ValueError, OverflowError) as error:  # Ragged lists, huge ints.
+    raise ValueError(f'{where}: not an array of numbers ({error})') from None
+  if array.dtype.kind not in 'biuf':
+    raise ValueError(f'{where}: expected numbers, got {array.dtype} values')
+  array = array.astype(np.float64)
   if array.ndim != len(shape) or any(s is not None and s != a
                                      for s, a in zip(shape, array.shape)):
     expected = tuple('N' if s is None else s for s in shape)
     raise ValueError(f'{where}: expected shape {expected}, got {array.shape}')
+  if not np.isfinite(array).all():
+    raise ValueError(f'{where}: non-finite values at {np.argwhere(~np.isfinite(array))[0]}')
   return array
+
+
+def _per_actor(data: Mapping[str, Any], keys: tuple[str, ...], where: str) -> list:
+  """The per-actor lists of `keys`, which must list the same number of actors."""
+  values = [_field(data, key, where) for key in keys]
+  for key, value in zip(keys, values):
+    if not isinstance(value, (list, tuple, np.ndarray)) or np.ndim(value) == 0:
+      raise ValueError(f'{where}: {key} must list one entry per actor, got '
+                       f'{type(value).__name__}')
+  counts = {key: len(value) for key, value in zip(keys, values)}
+  if len(set(counts.values())) > 1:
+    raise ValueError(f'{where}: the fields disagree on the number of actors: {counts}')
+  return values
 
 
 def camera_from_extrinsics(extrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +222,12 @@ def sequence_examples(data: Mapping[str, Any], name: str, config: Pw3dConfig,
   intrinsics = _array(_field(data, 'cam_intrinsics', where), (3, 3),
                       f'{where}: cam_intrinsics')
   num_frames = len(extrinsics)
-  frame_ids = np.asarray(data.get('img_frame_ids', np.arange(num_frames)), np.int64)
+  frame_ids = _array(data.get('img_frame_ids', np.arange(num_frames)), (num_frames,),
+                     f'{where}: img_frame_ids')
+  if np.any((frame_ids < 0) | (frame_ids != np.round(frame_ids)) |
+            (frame_ids > np.iinfo(np.int32).max)):
+    raise ValueError(f'{where}: img_frame_ids must be whole numbers in [0, 2**31)')
+  frame_ids = frame_ids.astype(np.int64)
   focal = intrinsics[[0, 1], [0, 1]]
   center = intrinsics[:2, 2]
   width, height = config.image_size
@@ -208,9 +235,8 @@ def sequence_examples(data: Mapping[str, Any], name: str, config: Pw3dConfig,
     raise ValueError(f'{where}: principal point {center.tolist()} lies outside the '
                      f'configured image size {config.image_size}')
   rotation, position = camera_from_extrinsics(extrinsics)
-  joint_positions = _field(data, 'jointPositions', where)
-  poses_2d = _field(data, 'poses2d', where)
-  valid = _field(data, 'campose_valid', where)
+  joint_positions, poses_2d, valid = _per_actor(
+      data, ('jointPositions', 'poses2d', 'campose_valid'), where)
   for actor in range(len(joint_positions)):
     field = f'{where}: actor {actor}'
     smpl_joints_world = _array(joint_positions[actor], (num_frames, 72),
@@ -238,20 +264,38 @@ def sequence_examples(data: Mapping[str, Any], name: str, config: Pw3dConfig,
       cam = np.split(points_cam[i], level_ends)
       pix = np.split(pixels[i], level_ends)
       gt = np.concatenate([pix[0], np.full((skeleton.NUM_JOINTS, 1), GT_CONFIDENCE)], -1)
-      example = pose_features.example_from_arrays(
-          subject=f'{name}/actor{actor}', action=ACTIONS[0], camera=name,
-          frame=int(frame_ids[i]), image_size=config.image_size,
-          camera_params=camera_params(i),
-          keypoints_2d={'openpose': np.concatenate([keypoints[i], confidence[i, :, None]],
-                                                   -1), 'gt': gt},
-          sparse_2d=pix[0], dense_2d=pix[1], fine_2d=pix[2],
-          sparse_3d=cam[0], dense_3d=cam[1], fine_3d=cam[2],
-          num_dense=hierarchy.num_dense, num_fine=hierarchy.num_fine,
-          input_sources=INPUT_SOURCES, action_names=ACTIONS)
+      try:
+        example = pose_features.example_from_arrays(
+            subject=f'{name}/actor{actor}', action=ACTIONS[0], camera=name,
+            frame=int(frame_ids[i]), image_size=config.image_size,
+            camera_params=camera_params(i),
+            keypoints_2d={'openpose': np.concatenate([keypoints[i], confidence[i, :, None]],
+                                                     -1), 'gt': gt},
+            sparse_2d=pix[0], dense_2d=pix[1], fine_2d=pix[2],
+            sparse_3d=cam[0], dense_3d=cam[1], fine_3d=cam[2],
+            num_dense=hierarchy.num_dense, num_fine=hierarchy.num_fine,
+            input_sources=INPUT_SOURCES, action_names=ACTIONS)
+      except ValueError as error:  # Values the file holds but no example can.
+        raise ValueError(f'{field}: frame {i}: {error}') from error
       yield f'{name}/{actor}/{int(frame_ids[i]):05d}', example
     skipped = int(np.sum(~is_valid))
     if skipped:
       logging.info('%s: skipped %d frames without a valid camera pose', field, skipped)
+
+
+def read_sequence_file(path: epath.PathLike) -> dict[str, Any]:
+  """One `sequenceFiles/<split>/<name>.pkl` (a Python 2 pickle) as its dict.
+
+  Raises:
+    ValueError: naming the file, if it is no readable pickle of a dict with string keys
+      (`safe_pickle.UnsafePickleError`, a ValueError, if it names a disallowed global).
+  """
+  path = epath.Path(path)
+  data = safe_pickle.load_pickle_file(path, encoding='latin1')
+  if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+    raise ValueError(f'{path}: expected a dict with string keys, got '
+                     f'{type(data).__name__}')
+  return data
 
 
 def sequence_files(manual_dir: epath.Path, split_dir: str, config: Pw3dConfig
@@ -317,7 +361,5 @@ class Builder(pose_features.PoseDatasetBuilder):
 
   def _generate_examples(self, paths: list[epath.Path], smpl_joints: SmplJoints | None):
     for path in paths:
-      data = safe_pickle.load_pickle_file(path, encoding='latin1')
-      if not isinstance(data, dict):
-        raise ValueError(f'{path.name}: expected a dict, got {type(data).__name__}')
-      yield from sequence_examples(data, path.stem, self.builder_config, smpl_joints)
+      yield from sequence_examples(read_sequence_file(path), path.stem, self.builder_config,
+                                   smpl_joints)
