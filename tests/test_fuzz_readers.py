@@ -262,7 +262,8 @@ def npz_case(draw, name: str):
     operation = draw(st.sampled_from(('replace', 'delete', 'poke', 'reshape')))
     if operation == 'delete':
       arrays.pop(key, None)
-    elif operation == 'poke' and key in arrays and arrays[key].size:
+    elif (operation == 'poke' and key in arrays and arrays[key].size
+          and arrays[key].dtype.kind in 'biuf'):  # Only numbers take a special number.
       poked = arrays[key].astype(np.float64)
       poked.reshape(-1)[draw(st.integers(0, poked.size - 1))] = draw(
           st.sampled_from(SPECIAL_NUMBERS))
