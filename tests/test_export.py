@@ -1,7 +1,6 @@
 """launch/export.py and hipart_jax/bundle.py on the session's tiny trained lifter."""
 
 import json
-import pathlib
 import shutil
 import subprocess
 import sys

@@ -23,7 +23,6 @@ case is read within CASE_SECONDS of CPU time. Cases per test: the hypothesis pro
 
 import copy
 import io
-import math
 import pathlib
 import pickle
 import shutil

@@ -209,7 +209,7 @@ def test_corrupt_latest_step_falls_back_in_training(tmp_path, case, caplog):
   corrupt, _ = CORRUPTIONS[case]
   test_train.run(fault_config(num_train_steps=4, keep_checkpoints=3), tmp_path)
   corrupt(checkpoints.checkpoint_dir(tmp_path) / '4')
-  with pytest.raises(checkpoints.CorruptCheckpointError, match=f'checkpoints/4: '):
+  with pytest.raises(checkpoints.CorruptCheckpointError, match='checkpoints/4: '):
     checkpoints.restore_params(tmp_path)
   caplog.set_level('INFO')
   state, _ = test_train.run(fault_config(num_train_steps=6, keep_checkpoints=3), tmp_path)
@@ -330,7 +330,7 @@ def test_multi_device_cpu_steps_survive_late_devices_under_load():
     busy.wait()
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.split('RESULT ', 1)[1])
-  assert f'--xla_cpu_collective_call_terminate_timeout_seconds=3600' in out['xla_flags']
+  assert '--xla_cpu_collective_call_terminate_timeout_seconds=3600' in out['xla_flags']
   assert out['devices'] == 2 and out['late_sum'] == 2.0
   assert out['steps'] == STRESS_STEPS and out['finite']
 
