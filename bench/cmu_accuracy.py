@@ -382,6 +382,10 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
   diagnosis = stage_evals.diagnose_lifters(
       workdir / lifter_run('hipart', seed), workdir / lifter_run('oracle', seed),
       runs[lifter_run('hipart', seed)], subset, hierarchy, levels, seed=0)
+  imputation = stage_evals.hidden_joint_imputation(
+      workdir / lifter_run('hipart', seed),
+      {b: workdir / lifter_run(b, seed) for b in BASELINES},
+      runs[lifter_run('hipart', seed)], subset, hierarchy, levels, seed=0)
   first = hiarm_run(c.orderings[0])
   hiarm_on_train = stage_evals.evaluate_hiarm(
       runs[first], workdir / first, stage_evals.Strided(train_source, c.train_eval_stride),
@@ -404,7 +408,8 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
             if k.startswith('eval/')},
       msst_by_occlusion=msst_levels,
       hiarm=hiarm,
-      diagnosis=dict(lifter_feeds=diagnosis, hiarm_on_train=hiarm_on_train),
+      diagnosis=dict(lifter_feeds=diagnosis, hidden_joint_imputation=imputation,
+                     hiarm_on_train=hiarm_on_train),
       curves=curves(runs, workdir),
       best_metrics={name: config.best_metric for name, config in runs.items()},
       timings=dict(timings.seconds))

@@ -173,6 +173,22 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lifter, feed = key.split('/')
     lines.append(f'| {lifter} | {feed} | '
                  + ' | '.join(_fmt(feeds[level][key]) for level in levels) + ' |')
+  imputation = report['diagnosis'].get('hidden_joint_imputation', {})
+  hidden_levels = [level for level in levels if level in imputation]
+  if hidden_levels:
+    lines += ['', '**Hidden joints in the image** (px per hidden joint, 1 test example in '
+              f'{s["eval_stride"]}): HiARM\'s generated sparse joints, the tokenized '
+              'truth (a perfect HiARM\'s), and each seed-'
+              f'{seeds[0]} lifter\'s 3D estimate mapped into the image by the affine map '
+              'that best fits its visible joints; the fit of the true 3D is that '
+              'mapping\'s own floor', '',
+              '| source | ' + ' | '.join(hidden_levels) + ' |',
+              '|---|' + '---|' * len(hidden_levels)]
+    for key in imputation[hidden_levels[0]]:
+      name = (LIFTER_NAMES[key[:-len('_lifter')]] if key.endswith('_lifter')
+              else key.replace('_', ' '))
+      lines.append(f'| {name} | ' + ' | '.join(_fmt(imputation[level][key])
+                                                for level in hidden_levels) + ' |')
   on_train = report['diagnosis']['hiarm_on_train']
   lines += ['', f'HiARM on training examples (1 in {s["train_eval_stride"]}): fine '
             'px ' + ', '.join(f'{l} {_fmt(on_train[l]["generated_fine_px"])}'

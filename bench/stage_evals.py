@@ -8,7 +8,12 @@
                         hierarchy's error per level, and the generation time of a batch;
   diagnose_lifters      MPJPE of the HiPART and oracle lifters fed each kind of hierarchy
                         (generated, tokenized ground truth, ground truth): where the
-                        error of the generated hierarchy goes.
+                        error of the generated hierarchy goes;
+  hidden_joint_imputation
+                        where each model puts the hidden joints in the image: HiARM's
+                        generation against each lifter's own 3D estimate mapped into the
+                        image (`fit_to_image`), i.e. whether generation tells a lifter
+                        anything about the hidden joints that it does not already know.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from absl import logging
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -207,3 +213,93 @@ def diagnose_lifters(hipart_workdir: pathlib.Path, oracle_workdir: pathlib.Path,
   oracle, oracle_variables, _ = checkpoints.load_hipart(str(oracle_workdir))
   feeds = LifterFeeds(model, oracle, oracle_variables['params'])
   return evaluate_levels(feeds, variables, source, hierarchy, config, levels, seed=seed)
+
+
+def fit_to_image(pose_3d: jax.Array, points_2d: jax.Array, weights: jax.Array
+                 ) -> jax.Array:
+  """Each pose's (x, y) mapped onto 2D points by the affine map that fits them best.
+
+  An affine map stands in for the unknown camera: it absorbs the model frame's scale,
+  offset and axis signs, and leaves a small floor from perspective (measured by fitting
+  the ground-truth 3D).
+
+  Args:
+    pose_3d: [B, J, 3]; points_2d: [B, J, 2]; weights: [B, J], the joints the least
+      squares fit reads (at least 3 per pose, not collinear; hidden joints get 0).
+  Returns:
+    [B, J, 2]: every joint of each pose, mapped.
+  """
+  batch, joints = pose_3d.shape[:2]
+  chex.assert_shape(points_2d, (batch, joints, 2))
+  chex.assert_shape(weights, (batch, joints))
+  xy1 = jnp.concatenate([pose_3d[..., :2], jnp.ones_like(pose_3d[..., :1])], axis=-1)
+  weighted = xy1 * weights[..., None]
+  normal = jnp.einsum('bji,bjk->bik', weighted, xy1) + 1e-9 * jnp.eye(3)  # [B, 3, 3]
+  affine = jnp.linalg.solve(normal, jnp.einsum('bji,bjk->bik', weighted, points_2d))
+  return jnp.einsum('bji,bik->bjk', xy1, affine)
+
+
+class HiddenJointImputation:
+  """Pixel error at the hidden input joints: HiARM's generated sparse level, the
+  tokenizer's reconstruction of the truth (what a perfect HiARM would generate), and each
+  lifter's 3D estimate mapped into the image by `fit_to_image` over the visible joints.
+
+  `eval_metrics(variables, batch)` takes the HiPART lifter's variables; the other
+  lifters ({name: (HiPART model, params)}) are fixed here. Every value is a sum over the
+  hidden joints divided by the batch's valid examples, so that over a split
+  value / `hidden_joints` is the mean per hidden joint.
+  """
+
+  def __init__(self, model: hipart.HiPART, baselines: Mapping[str, tuple[Any, Any]]):
+    self.model, self.baselines = model, dict(baselines)
+
+  def eval_metrics(self, variables, batch):
+    model = self.model
+    inputs, confidence = batch['inputs_2d'], batch['inputs_confidence']
+    generated = jax.tree.map(lambda x: x[:, 0], hipart.generate_hierarchy(
+        model.msst, model.hiarm, variables, inputs, confidence, jax.random.key(0)))
+    hidden = (~batch['visible']) & batch['valid'][:, None]  # [B, 17]
+    pixels_per_unit = (batch['norm_scale'] * batch['image_size'][:, 0] / 2)[:, None]
+    count = jnp.maximum(jnp.sum(batch['valid']), 1)
+
+    def hidden_px(points_2d):
+      distance = jnp.linalg.norm(points_2d - batch['sparse_2d'], axis=-1) * pixels_per_unit
+      return jnp.sum(jnp.where(hidden, distance, 0.0)) / count
+
+    # The fit reads the visible joints where the models read them: the input.
+    fit = lambda pose: fit_to_image(pose, inputs, (confidence > 0).astype(jnp.float32))
+    truth = [batch[f'{level}_2d'] for level in skeleton.LEVELS]
+    ids = model.msst.apply(variables['frozen_msst'], *truth, method=msst_lib.MSST.encode)
+    tokenized = model.msst.apply(variables['frozen_msst'], *ids, method=msst_lib.MSST.decode)
+    out = {'hidden_joints': jnp.sum(hidden) / count,
+           'hiarm_generated': hidden_px(generated['sparse']),
+           'tokenized_truth': hidden_px(tokenized['sparse']),
+           'fit_of_the_true_3d': hidden_px(fit(batch['sparse_3d']))}
+    lifters = dict(hipart=(model, variables['params']), **self.baselines)
+    for name, (lifter_model, params) in lifters.items():
+      pose = lifter_model.lifter.apply({'params': params}, inputs, confidence, generated)
+      out[f'{name}_lifter'] = hidden_px(fit(pose))
+    return out
+
+
+def hidden_joint_imputation(hipart_workdir: pathlib.Path,
+                            baseline_workdirs: Mapping[str, pathlib.Path],
+                            config: ml_collections.ConfigDict, source: Sequence[Any],
+                            hierarchy: Any, levels: Sequence[str], *,
+                            seed: int) -> dict[str, dict[str, float]]:
+  """{occluded level: {'hiarm_generated' | 'tokenized_truth' | 'fit_of_the_true_3d' |
+  '<lifter>_lifter': mean px per hidden joint}} (see `HiddenJointImputation`); levels that hide no joint are
+  skipped."""
+  model, variables, _ = checkpoints.load_hipart(str(hipart_workdir))
+  baselines = {}
+  for name, workdir in baseline_workdirs.items():
+    baseline, baseline_variables, _ = checkpoints.load_hipart(str(workdir))
+    baselines[name] = (baseline, baseline_variables['params'])
+  sums = evaluate_levels(HiddenJointImputation(model, baselines), variables, source,
+                         hierarchy, config, levels, seed=seed)
+  out = {}
+  for level, m in sums.items():
+    hidden = m.pop('hidden_joints')
+    if hidden > 0:
+      out[level] = {name: value / hidden for name, value in m.items()}
+  return out

@@ -6,10 +6,13 @@ tests/test_configs.py::test_cmu_accuracy_smoke (HIPART_SLOW_TESTS=1).
 
 import pathlib
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from bench import cmu_accuracy
 from bench import cmu_report
+from bench import stage_evals
 from launch.configs import cmu_benchmark
 from launch.configs import cmu_msst
 
@@ -122,3 +125,47 @@ def test_missing_manual_dir_is_named(tmp_path):
   data = cmu_msst.get_config().dataset
   with pytest.raises(FileNotFoundError, match='no CMU clips at'):
     cmu_accuracy.prepare_dataset(data, pathlib.Path(tmp_path) / 'none')
+
+
+def test_fit_to_image_recovers_hidden_joints_of_an_affine_image():
+  """Hidden joints (weight 0) are placed by the map the visible ones fix, and do not
+  move it."""
+  rng = np.random.default_rng(0)
+  pose = rng.normal(size=(2, 17, 3))
+  affine = rng.normal(size=(2, 2, 2))
+  offset = rng.normal(size=(2, 1, 2))
+  image = np.einsum('bji,bik->bjk', pose[..., :2], affine) + offset
+  weights = np.ones((2, 17))
+  weights[:, [3, 7, 12]] = 0.0
+  moved = image.copy()
+  moved[:, [3, 7, 12]] += 5.0  # Where the hidden joints really are must not matter.
+  fitted = stage_evals.fit_to_image(jnp.asarray(pose), jnp.asarray(moved),
+                                    jnp.asarray(weights))
+  np.testing.assert_allclose(fitted, image, atol=1e-4)
+
+
+def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
+  levels = ['none', 'one_limb']
+  table = {key: dict(mean=1.0, min=1.0, max=1.0) for key in
+           ('mpjpe_mm', 'p_mpjpe_mm', 'occluded_mpjpe_mm')}
+  lifters = {l: {level: dict(table, per_subject={}) for level in levels}
+             for l in cmu_report.LIFTERS}
+  imputation = {'one_limb': {'hiarm_generated': 25.0, 'fit_of_the_true_3d': 5.5,
+                             'hipart_lifter': 17.1, 'mlp_lifter': 17.2,
+                             'transformer_lifter': 19.3}}
+  report = dict(
+      settings=dict(occlusion_levels=levels, seeds=[0, 1], lifter_steps=2,
+                    lifter_batch_size=4, num_draws=1, eval_stride=4, train_eval_stride=8),
+      dataset=dict(name='cmu', train_examples=1, validation_examples=1, test_examples=1,
+                   test_subjects=[]),
+      lifter_epochs=1.0, lifters=lifters,
+      targets=cmu_report.targets(lifters, {}, levels),
+      msst={}, msst_by_occlusion={level: {f'recon_{lv}_px': 1.0 for lv in
+                                          ('sparse', 'dense', 'fine')} for level in levels},
+      hiarm={}, diagnosis=dict(lifter_feeds={level: {} for level in levels},
+                               hidden_joint_imputation=imputation, hiarm_on_train={}),
+      curves={}, best_metrics={}, timings={'msst': 1.0})
+  text = cmu_report.report_markdown(report)
+  assert '| source | one_limb |' in text
+  assert '| hiarm generated | 25.0 |' in text
+  assert '| SimpleBaseline MLP (baseline) | 17.2 |' in text
