@@ -18,14 +18,19 @@ Faults: a save that fails (a full disk, a broken filesystem) raises `CheckpointS
 naming the workdir, and the earlier checkpoints stay as they were (orbax writes each step
 into a temporary directory and renames it when complete; leftovers of an interrupted save
 are deleted by the next manager). A step directory that cannot be restored (deleted or
-truncated files) is refused by `restore_params` with `CorruptCheckpointError` naming the
-directory and the problem; `restore_latest` (resuming training) sets it aside as
-`corrupt-<step>` with a warning and resumes from the previous step.
+truncated files, or bytes that differ from the SHA-256 the save recorded in
+`<step>/checksums.json`, `checkpoint_checksums.py`) is refused by `restore_params` with
+`CorruptCheckpointError` naming the directory and the problem; `restore_latest` (resuming
+training) sets it aside as `corrupt-<step>` with a warning and resumes from the previous
+step. A step without `checksums.json` is refused if its orbax step metadata says it was
+saved with one (the manifest was deleted), and restored with a warning otherwise (a step
+saved before checksums were kept: its files are checked only for presence).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import pathlib
 from typing import Any, Mapping
 
@@ -35,6 +40,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from hipart_jax import checkpoint_checksums
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
 
@@ -45,14 +51,14 @@ CORRUPT_PREFIX = 'corrupt-'  # Set-aside step directories: `corrupt-<step>`.
 _REASON_LENGTH = 300  # Characters of a library error quoted in a one-line message.
 # Files every complete step holds, relative to the step directory.
 _REQUIRED_FILES = ('state/_METADATA', 'state/manifest.ocdbt', 'meta/metadata')
+# Key of orbax's step `custom_metadata` that marks a step saved with `checksums.json`.
+_CHECKSUMS_KEY = 'checksums'
+
+CorruptCheckpointError = checkpoint_checksums.CorruptCheckpointError
 
 
 class CheckpointSaveError(OSError):
   """A checkpoint could not be written (the message names the workdir)."""
-
-
-class CorruptCheckpointError(ValueError):
-  """A step directory exists but cannot be restored (the message names it and why)."""
 
 
 def _reason(error: BaseException) -> str:
@@ -95,10 +101,27 @@ def make_manager(workdir: str | pathlib.Path,
       checkpoint_managers.BestN(get_metric_fn=best_fn, reverse=config.best_mode == 'min',
                                 n=1, keep_checkpoints_without_metrics=False),
   ])
+  directory = checkpoint_dir(workdir).absolute()
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode=config.best_mode, preservation_policy=policy,
-      enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir).absolute(), options=options)
+      enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True,
+      async_options=ocp.AsyncOptions(post_finalization_callback=functools.partial(
+          _write_checksums_of_pending_save, directory)))
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _write_checksums_of_pending_save(directory: pathlib.Path) -> None:
+  """Writes `checksums.json` into the temporary directory of the step being committed.
+
+  orbax calls this (on the primary process) after the items are finalized and just
+  before it renames the temporary directory to `<step>`; it commits one step at a time.
+  """
+  pending = [path for path in directory.iterdir()
+             if path.is_dir() and path.name.endswith(ocp.path.step.TMP_DIR_SUFFIX)]
+  if len(pending) != 1:
+    raise RuntimeError(f'{directory}: expected the temporary directory of one step being '
+                       f'committed, found {sorted(path.name for path in pending)}')
+  checkpoint_checksums.write_checksums(pending[0], (_STATE, _META))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[str, Any],
@@ -126,7 +149,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: Mapping[st
   args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
                                _META: ocp.args.JsonSave(dict(meta))})
   try:
-    return manager.save(step, args=args, metrics=metrics, force=force)
+    return manager.save(step, args=args, metrics=metrics, force=force,
+                        custom_metadata={_CHECKSUMS_KEY: checkpoint_checksums.CHECKSUMS_FILE})
   except Exception as e:  # pylint: disable=broad-except  # orbax and tensorstore raise many kinds.
     raise _save_error(manager, f'step {step}', e) from e
 
@@ -185,7 +209,7 @@ def restore_latest(manager: ocp.CheckpointManager,
   set_aside = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      _check_files(directory / str(step))
+      _check_step(manager, directory, step)
       restored = manager.restore(step, args=ocp.args.Composite(
           **{_STATE: ocp.args.StandardRestore(abstract_state),
              _META: ocp.args.JsonRestore()}))
@@ -204,6 +228,33 @@ def restore_latest(manager: ocp.CheckpointManager,
     raise CorruptCheckpointError(f'{directory}: none of the steps {sorted(set_aside)} '
                                  f'restores; they were moved to {CORRUPT_PREFIX}<step>')
   return None
+
+
+def _check_step(manager: ocp.CheckpointManager, directory: pathlib.Path,
+                step: int) -> None:
+  """Raises CorruptCheckpointError when a file of the step is missing, empty or not the
+  one saved (its `checksums.json`)."""
+  step_dir = directory / str(step)
+  _check_files(step_dir)
+  if (step_dir / checkpoint_checksums.CHECKSUMS_FILE).is_file():
+    checkpoint_checksums.verify_checksums(step_dir,
+                                          checkpoint_checksums.read_checksums(step_dir))
+  elif _saved_with_checksums(manager, step):
+    raise CorruptCheckpointError(f'checkpoint {step_dir}: '
+                                 f'{checkpoint_checksums.CHECKSUMS_FILE} is missing (the '
+                                 'step was saved with one)')
+  else:
+    logging.warning('Checkpoint %s has no %s (saved before checksums were kept): its '
+                    'files are checked for presence, not for changed bytes.', step_dir,
+                    checkpoint_checksums.CHECKSUMS_FILE)
+
+
+def _saved_with_checksums(manager: ocp.CheckpointManager, step: int) -> bool:
+  try:
+    custom = manager.metadata(step).custom_metadata or {}
+  except Exception:  # pylint: disable=broad-except  # Unreadable step metadata: no mark.
+    return False
+  return _CHECKSUMS_KEY in custom
 
 
 def _check_files(step_dir: pathlib.Path) -> None:
@@ -240,7 +291,8 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     stage's step).
   Raises:
     FileNotFoundError: the directory or the step does not exist, or holds no checkpoint.
-    CorruptCheckpointError: the step's files are missing, truncated or unreadable.
+    CorruptCheckpointError: the step's files are missing, truncated, unreadable or
+      changed since the save (their SHA-256 differs from the step's checksums.json).
     ValueError: the checkpoint belongs to another stage than `expected_stage`.
   """
   path = pathlib.Path(directory)
@@ -270,7 +322,7 @@ def restore_params(directory: str | pathlib.Path, *, expected_stage: str | None 
     if step not in steps:
       raise FileNotFoundError(f'checkpoint directory {str(path)!r} has no step {step} '
                               f'(steps: {sorted(steps)})')
-    _check_files(path / str(step))
+    _check_step(manager, path, step)
     try:
       meta = manager.restore(step, args=ocp.args.Composite(
           **{_META: ocp.args.JsonRestore()}))[_META]

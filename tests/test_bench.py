@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bench import checkpoint_checksums
 from bench import common
 from bench import decoding
 from bench import inference
@@ -75,6 +76,20 @@ def check_roofline(report):
 
 def test_roofline(tmp_path):
   check_roofline(run_main(roofline, tmp_path))
+
+
+def test_checkpoint_checksums(tmp_path):
+  report = run_main(checkpoint_checksums, tmp_path)
+  assert MACHINE_KEYS <= set(report['machine'])
+  rows = report['results']
+  assert [row['state'] for row in rows] == [
+      'lifter', f'lifter + {checkpoint_checksums.SMOKE_EXTRA_MB} MiB']
+  for row in rows:
+    assert_finite_positive(row, ['parameters', 'state_floats', 'files', 'bytes_checked',
+                                 'save_s', 'write_checksums_s', 'restore_s', 'verify_s',
+                                 'verify_share_of_restore', 'hash_bytes_per_s'])
+  # The extra MiB of random floats is written (and checked) at about its size.
+  assert rows[1]['bytes_checked'] - rows[0]['bytes_checked'] > 0.9 * (1 << 20)
 
 
 def test_inference(tmp_path):

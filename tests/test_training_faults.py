@@ -26,6 +26,7 @@ import pytest
 import keypoint_files
 import pipeline_fixture
 import test_train
+from hipart_jax import checkpoint_checksums
 from hipart_jax import checkpoints
 from hipart_jax import input_pipeline
 from hipart_jax import keypoint_io
@@ -132,6 +133,10 @@ def test_kill_9_anywhere_resumes_bit_identical(reference, tmp_path, caplog):
       time.sleep(moments.uniform(0.0, 3 * SAVE_DELAY_S))
     assert process.poll() is None, 'finished before the kill'
     killed_at.append((tmp_dirs(tmp_path), step_dirs(tmp_path)))
+    if kill == 0:  # The commit is held before orbax finalizes: no checksums yet.
+      folder = checkpoints.checkpoint_dir(tmp_path)
+      assert not [name for name in killed_at[0][0]
+                  if (folder / name / checkpoint_checksums.CHECKSUMS_FILE).exists()]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
@@ -146,6 +151,13 @@ def test_kill_9_anywhere_resumes_bit_identical(reference, tmp_path, caplog):
   for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(got, want)  # Bit-identical, not close.
   assert not tmp_dirs(tmp_path)  # Leftovers of the killed saves were removed.
+  for step in step_dirs(tmp_path):  # Each kept step's manifest lists all its files.
+    step_dir = checkpoints.checkpoint_dir(tmp_path) / str(step)
+    listed = checkpoint_checksums.read_checksums(step_dir)
+    checkpoint_checksums.verify_checksums(step_dir, listed)
+    assert sorted(listed) == sorted(p.relative_to(step_dir).as_posix()
+                                    for item in ('state', 'meta')
+                                    for p in (step_dir / item).rglob('*') if p.is_file())
 
 
 def fail_saves(monkeypatch, where):
@@ -186,6 +198,24 @@ def _biggest_file(directory):
   return max((p for p in directory.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
 
 
+def invert_bytes(path, count):
+  """Inverts `count` bytes in the middle of a file; its length stays the same."""
+  data = bytearray(path.read_bytes())
+  middle = (len(data) - count) // 2
+  data[middle:middle + count] = bytes(255 - b for b in data[middle:middle + count])
+  path.write_bytes(bytes(data))
+
+
+def change_a_digit(path):
+  """Changes the first digit after the middle of a JSON file: still valid JSON of the
+  same length, with another value."""
+  text = path.read_text()
+  at = next(i for i in range(len(text) // 2, len(text)) if text[i].isdigit())
+  changed = text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:]
+  json.loads(changed)
+  path.write_text(changed)
+
+
 # Damage to a step directory -> what the refusal says (a regular expression).
 CORRUPTIONS = {
     'state_deleted': (lambda step: shutil.rmtree(step / 'state'), "'state' item is missing"),
@@ -194,26 +224,33 @@ CORRUPTIONS = {
     'data_truncated': (lambda step: os.truncate(_biggest_file(step / 'state'),
                                                 _biggest_file(step / 'state').stat().st_size
                                                 // 2),
-                       r'state item does not restore \(ValueError: [A-Z_]+: Error reading'),
+                       r'state/\S+ has \d+ bytes, \d+ when saved \(truncated or rewritten\)'),
     'data_deleted': (lambda step: _biggest_file(step / 'state').unlink(),
-                     r'state item does not restore \(ValueError: [A-Z_]+: Error reading'),
+                     r'state/\S+ is missing \(checksums.json lists it\)'),
     'manifest_emptied': (lambda step: os.truncate(step / 'state' / 'manifest.ocdbt', 0),
                          r'state/manifest.ocdbt is empty \(truncated\)'),
     'meta_truncated': (lambda step: os.truncate(step / 'meta' / 'metadata', 100),
-                       r'meta item does not restore \(JSONDecodeError'),
+                       r'meta/metadata has 100 bytes, \d+ when saved'),
+    # Same-length changes: only the checksums of the save tell them apart.
+    'data_bytes_inverted': (lambda step: invert_bytes(_biggest_file(step / 'state'), 100),
+                            r'state/\S+ does not match its SHA-256 in checksums.json'),
+    'meta_digit_changed': (lambda step: change_a_digit(step / 'meta' / 'metadata'),
+                           r'meta/metadata does not match its SHA-256 in checksums.json'),
 }
 
 
 @pytest.mark.parametrize('case', sorted(CORRUPTIONS))
 def test_corrupt_latest_step_falls_back_in_training(tmp_path, case, caplog):
-  corrupt, _ = CORRUPTIONS[case]
+  corrupt, message = CORRUPTIONS[case]
   test_train.run(fault_config(num_train_steps=4, keep_checkpoints=3), tmp_path)
   corrupt(checkpoints.checkpoint_dir(tmp_path) / '4')
-  with pytest.raises(checkpoints.CorruptCheckpointError, match='checkpoints/4: '):
+  with pytest.raises(checkpoints.CorruptCheckpointError, match='checkpoints/4: ') as info:
     checkpoints.restore_params(tmp_path)
+  assert re.search(message, str(info.value)), info.value
   caplog.set_level('INFO')
   state, _ = test_train.run(fault_config(num_train_steps=6, keep_checkpoints=3), tmp_path)
   assert 'Checkpoint step 4 of' in caplog.text and 'does not restore' in caplog.text
+  assert re.search(message, caplog.text), caplog.text
   assert 'Restored checkpoint of step 3' in caplog.text
   assert int(state.step) == 6 and max(step_dirs(tmp_path)) == 6
   assert (checkpoints.checkpoint_dir(tmp_path) / 'corrupt-4').is_dir()
