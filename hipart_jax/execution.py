@@ -15,12 +15,12 @@ but never its result:
 
 Several CPU devices share the thread pool of XLA's CPU client (`max(cores, devices)`
 threads unless `PJRT_NPROC` says otherwise). A device in a collective (the gradient
-`pmean`) holds a thread until its peers arrive, and once the host is 32 steps ahead (XLA's
-in-flight limit per device) each launch of the next step blocks a thread too; with fewer
-than two threads per device a peer's part finds no thread, a deadlock that XLA ends by
-aborting the process after its collective timeouts. `configure_cpu_devices` therefore
-gives the client `cpu_client_threads` threads, and a collective timeout that waits for a
-peer slowed by other processes but still ends a real hang within minutes.
+`pmean`) holds a thread until its peers arrive, and once the host is 32 computations per
+device ahead (XLA's in-flight limit) a launch of the next step blocks a thread too; with
+fewer than two threads per device a peer's part finds no thread, a deadlock that XLA
+ends by aborting the process after its collective timeouts. `configure_cpu_devices`
+therefore gives the client `cpu_client_threads` threads, and a collective timeout that
+waits for a peer slowed by other processes but still ends a real hang within minutes.
 
 `Execution.for_backend` resolves a config's `execution` block: only its `cpu` entry
 holds tricks, and they apply only when the process's backend is the CPU, so a GPU/TPU
