@@ -360,6 +360,8 @@ def run_scaling(prefix: str, name: str, per_device: int, device_counts: list[int
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '')
                         + f' --xla_force_host_platform_device_count={count}').strip()
     env['JAX_PLATFORMS'] = 'cpu'
+    env.pop(execution.CLIENT_THREADS_ENV, None)  # This process's, sized for its devices.
+    env[execution.CLIENT_THREADS_ENV] = str(execution.cpu_client_threads(count, env))
     env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')])
     command = [sys.executable, '-m', 'bench.training', '--scaling_worker',
                f'--config={prefix}', f'--scaling_stage={name}',

@@ -10,15 +10,17 @@ but never its result:
   microbatched_value_and_grad  the gradient a few examples at a time;
   predict                   inference in chunks of poses, split over devices;
   with_lifter_attention     the lifter's attention as a kernel faster on a CPU;
-  configure_cpu_devices     one XLA device per CPU core.
+  configure_cpu_devices     one XLA device per CPU core, on enough client threads
+                            (`cpu_client_threads`) that their steps cannot deadlock.
 
-Several CPU devices run their programs on threads that compete for the host's cores with
-each other, the input pipeline and other processes; in a collective (the gradient
-`pmean`) a device waits for its late peers, and XLA aborts the whole process when a peer
-is later than its collective termination timeout. `configure_cpu_devices` therefore gives
-CPU collectives a long termination timeout (`COLLECTIVE_TERMINATE_TIMEOUT_S`): a starved
-peer delays a step instead of killing the run, and a collective stuck for
-`COLLECTIVE_WARN_STUCK_S` is still reported in the log.
+Several CPU devices share the thread pool of XLA's CPU client (`max(cores, devices)`
+threads unless `PJRT_NPROC` says otherwise). A device in a collective (the gradient
+`pmean`) holds a thread until its peers arrive, and once the host is 32 computations per
+device ahead (XLA's in-flight limit) a launch of the next step blocks a thread too; with
+fewer than two threads per device a peer's part finds no thread, a deadlock that XLA
+ends by aborting the process after its collective timeouts. `configure_cpu_devices`
+therefore gives the client `cpu_client_threads` threads, and a collective timeout that
+waits for a peer slowed by other processes but still ends a real hang within minutes.
 
 `Execution.for_backend` resolves a config's `execution` block: only its `cpu` entry
 holds tricks, and they apply only when the process's backend is the CPU, so a GPU/TPU
@@ -45,10 +47,12 @@ from hipart_jax.models import lifter as lifter_lib
 
 AXIS = 'batch'  # The named axis steps reduce over (gradients, metrics, statistics).
 Batch = Mapping[str, jax.Array]
-# How long a CPU collective waits for a late device before XLA aborts the process, and
-# after how long it logs that it is stuck (seconds).
-COLLECTIVE_TERMINATE_TIMEOUT_S = 3600
+# After how long a CPU collective logs that it is stuck, and how long it waits after
+# that for a late device before XLA aborts the process (seconds).
 COLLECTIVE_WARN_STUCK_S = 60
+COLLECTIVE_TERMINATE_TIMEOUT_S = 300
+# The environment variable XLA's CPU client sizes both of its thread pools by.
+CLIENT_THREADS_ENV = 'PJRT_NPROC'
 _TERMINATE_FLAG = '--xla_cpu_collective_call_terminate_timeout_seconds'
 _WARN_STUCK_FLAG = '--xla_cpu_collective_call_warn_stuck_timeout_seconds'
 
@@ -165,24 +169,57 @@ def resolve_cpu_devices(count: int) -> int:
   return count or len(os.sched_getaffinity(0))
 
 
+def cpu_client_threads(count: int, environ: Mapping[str, str] = os.environ) -> int:
+  """Threads XLA's CPU client needs so that `count` CPU devices cannot deadlock.
+
+  XLA runs one multi-device step at a time, each of its `count` parts holding a thread
+  until the collective completes, and a host thread's launch of the next step blocks up
+  to `count` more (module docstring), so `2 * count` leave every part a thread. XLA's own
+  base wins when larger: `NPROC` if set, else the cores this process may use.
+
+  Args:
+    count: CPU devices (> 1).
+    environ: where `PJRT_NPROC` and `NPROC` are read.
+  Returns:
+    the `PJRT_NPROC` to run under: `environ`'s own if it is set and large enough.
+  Raises:
+    ValueError: `environ` sets `PJRT_NPROC` to fewer threads, or to no integer.
+  """
+  needed = 2 * count
+  given = environ.get(CLIENT_THREADS_ENV)
+  if given is not None:
+    if not given.strip().isdigit() or int(given) < needed:
+      raise ValueError(
+          f'{CLIENT_THREADS_ENV}={given!r} sizes the thread pools of XLA\'s CPU client; '
+          f'{count} CPU devices need at least {needed} threads there (two per device), '
+          'or a multi-device step can deadlock: unset it or raise it')
+    return int(given)
+  base = environ.get('NPROC', '').strip()
+  return max(int(base) if base.isdigit() else len(os.sched_getaffinity(0)), needed)
+
+
 def configure_cpu_devices(count: int, *,
                           collective_timeout_s: int = COLLECTIVE_TERMINATE_TIMEOUT_S) -> int:
   """Makes JAX create `resolve_cpu_devices(count)` CPU devices; call it before any JAX
   operation. Only the CPU platform changes: accelerators stay the default devices.
 
-  With more than one device, CPU collectives wait up to `collective_timeout_s` for a late
-  device (module docstring) unless `XLA_FLAGS` already sets that timeout. More devices
-  than cores free to this process are allowed (tests, benchmarks) with a warning: they
-  time-share the cores, so every collective waits for descheduled peers.
+  With more than one device, XLA's CPU client gets `cpu_client_threads(count)` threads
+  (`PJRT_NPROC`), and CPU collectives log a stuck peer after `COLLECTIVE_WARN_STUCK_S`
+  and abort `collective_timeout_s` later unless `XLA_FLAGS` already sets those timeouts.
+  More devices than cores free to this process are allowed (tests, benchmarks) with a
+  warning: they time-share the cores, so every collective waits for descheduled peers.
 
   Returns:
     the resolved count.
   Raises:
     RuntimeError: JAX's backends are already running with another count.
+    ValueError: `PJRT_NPROC` is set to fewer threads than the devices need.
   """
   count = resolve_cpu_devices(count)
   if count != 1:
+    threads = cpu_client_threads(count)
     jax.config.update('jax_num_cpu_devices', count)
+    os.environ[CLIENT_THREADS_ENV] = str(threads)
     _set_collective_timeouts(collective_timeout_s)
     cores = len(os.sched_getaffinity(0))
     if count > cores:

@@ -78,18 +78,38 @@ def test_resolve_cpu_devices():
     execution.resolve_cpu_devices(-1)
 
 
+def test_cpu_client_threads_leave_every_device_a_thread():
+  """Two client threads per device over XLA's base (the cores, or NPROC); a PJRT_NPROC
+  of the user's is kept when large enough and refused, naming it, when not."""
+  assert execution.cpu_client_threads(2, {}) == max(len(os.sched_getaffinity(0)), 4)
+  assert execution.cpu_client_threads(3, {'NPROC': '2'}) == 6
+  assert execution.cpu_client_threads(2, {'NPROC': '16'}) == 16
+  assert execution.cpu_client_threads(2, {'PJRT_NPROC': '5', 'NPROC': '1'}) == 5
+  for given in ('3', 'many', ''):
+    with pytest.raises(ValueError, match=f"PJRT_NPROC='{given}'.*at least 4 threads"):
+      execution.cpu_client_threads(2, {'PJRT_NPROC': given})
+
+
 def test_configure_creates_the_devices():
-  """In a fresh process (the count is fixed once JAX starts): 3 devices, and a second
-  count afterwards is refused."""
-  out = _python('import jax\n'
+  """In a fresh process (the count is fixed once JAX starts): 3 devices on 6 client
+  threads (over a 2-core base) with the collective timeouts, and a second count
+  afterwards is refused."""
+  out = _python('import os\n'
+                'for name in ("XLA_FLAGS", "PJRT_NPROC"):\n'
+                '  os.environ.pop(name, None)\n'
+                'os.environ["NPROC"] = "2"\n'
+                'import jax\n'
                 'from hipart_jax import execution\n'
                 'count = execution.configure_cpu_devices(3)\n'
-                'print(count, jax.local_device_count(), jax.default_backend())\n'
+                'print(count, jax.local_device_count(), jax.default_backend(),\n'
+                '      os.environ["PJRT_NPROC"], os.environ["XLA_FLAGS"].replace(" ", ","))\n'
                 'try:\n'
                 '  execution.configure_cpu_devices(2)\n'
                 'except RuntimeError:\n'
                 '  print("refused")\n')
-  assert out == ['3', '3', 'cpu', 'refused']
+  assert out == ['3', '3', 'cpu', '6',
+                 '--xla_cpu_collective_call_terminate_timeout_seconds=300,'
+                 '--xla_cpu_collective_call_warn_stuck_timeout_seconds=60', 'refused']
 
 
 def _step(state, batch):

@@ -1,5 +1,5 @@
 """Training and inference under faults: killed processes, a full disk, corrupt
-checkpoints, a late device in a CPU collective, a folder of 10 000 frames.
+checkpoints, late and deadlocked devices in CPU collectives, a folder of 10 000 frames.
 
 Training runs tests/test_train.py's toy stage through the real loop (docs/RELIABILITY.md
 lists the cases). Processes that must die run as subprocesses of `subprocess_main`.
@@ -310,66 +310,96 @@ def late_collective(delay_s):
   return float(jax.pmap(step, axis_name='devices')(jnp.zeros(jax.local_device_count()))[0])
 
 
+def dispatch_ahead(steps):
+  """`steps` two-device steps of a matrix product and a `pmean`, each launched on the
+  last one's output without waiting (as the training loop launches its steps), until
+  the host is far more than XLA's 32 computations in flight per device ahead; returns
+  the final per-device states [2, N, N]."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  size = 128
+  step = jax.pmap(lambda x: jax.lax.pmean(jnp.tanh(x @ x) * 0.5, 'devices'),
+                  axis_name='devices')
+  state = jnp.full((2, size, size), 1.0 / size)
+  for _ in range(steps):
+    state = step(state)
+  return jax.block_until_ready(state)
+
+
 def devices_main(mode):
   """Entry point of the multi-device CPU runs below."""
   from hipart_jax import execution  # pylint: disable=g-import-not-at-top
-  from hipart_jax.training import trainer  # pylint: disable=g-import-not-at-top
   if mode == 'short_timeout':
     execution.configure_cpu_devices(2, collective_timeout_s=1)
     late_collective(3.0)
     return
+  if mode == 'xla_threads':  # XLA's own client threads, PJRT_NPROC of the caller.
+    jax.config.update('jax_num_cpu_devices', 2)
+    dispatch_ahead(STRESS_STEPS)
+    return
   execution.configure_cpu_devices(2)
   result = dict(xla_flags=os.environ['XLA_FLAGS'], devices=jax.local_device_count(),
+                client_threads=os.environ.get(execution.CLIENT_THREADS_ENV),
                 late_sum=late_collective(2.0))
-  stage, config = test_train.ToyStage(), test_train.make_config()
-  batch = test_train.fake_batch(config)
-  state = trainer.create_train_state(stage, config, jax.random.key(0),
-                                     jax.tree.map(lambda x: x[0], batch))
-  step = execution.map_step(trainer.make_train_step(stage), donate_state=True)
   start = time.perf_counter()
-  for _ in range(STRESS_STEPS):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(state)
-  result.update(steps=int(state.step), seconds=time.perf_counter() - start,
-                finite=bool(np.all(metrics[trainer.FINITE])))
+  state = dispatch_ahead(STRESS_STEPS)
+  result.update(seconds=time.perf_counter() - start, finite=bool(np.all(np.isfinite(state))))
   print('RESULT ' + json.dumps(result), flush=True)
 
 
-STRESS_STEPS = 100
+# Steps dispatched ahead: launches of later steps block client threads again and again.
+STRESS_STEPS = 300
+# Short collective timeouts (kept by `configure_cpu_devices`): a deadlock aborts in 5 s.
+SHORT_TIMEOUTS = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 '
+                  '--xla_cpu_collective_call_terminate_timeout_seconds=4')
 
 
-def run_devices(mode, timeout=120):
+def run_devices(mode, timeout=120, **environ):
   code = (f'import sys; sys.path.insert(0, {str(REPO / "tests")!r}); '
           f'import test_training_faults as t; t.devices_main({mode!r})')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  for name in ('XLA_FLAGS', 'PJRT_NPROC', 'NPROC'):
+    env.pop(name, None)
+  env.update(environ)
   return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
                         capture_output=True, timeout=timeout, check=False)
 
 
 def test_a_late_device_aborts_a_collective_with_a_short_timeout():
-  """The abort seen with two CPU devices: a peer later than XLA's collective termination
-  timeout kills the process (here a 1 s timeout and a device 3 s late)."""
+  """XLA aborts the process when a peer is later than its collective timeout (here a
+  1 s timeout and a device 3 s late)."""
   result = run_devices('short_timeout')
   assert result.returncode == -signal.SIGABRT, result.stderr[-2000:]
   assert re.search(r'Termination timeout for `all reduce RendezvousKey.*'
                    r'num_local_participants=2', result.stderr)
 
 
-def test_multi_device_cpu_steps_survive_late_devices_under_load():
-  """`configure_cpu_devices` gives collectives a long timeout: a device 2 s late and
-  100 two-device train steps with a busy loop competing for the cores all complete."""
+def test_two_devices_deadlock_on_xla_client_threads():
+  """The reported abort: two CPU devices on the two client threads XLA gives them on a
+  2-core host, steps dispatched ahead; a device waits in the all-reduce for a peer whose
+  part never gets a thread (both are held by it and a blocked launch) until XLA's
+  timeout kills the process."""
+  result = run_devices('xla_threads', XLA_FLAGS=SHORT_TIMEOUTS, PJRT_NPROC='2')
+  assert result.returncode == -signal.SIGABRT, result.stderr[-2000:]
+  assert re.search(r'Termination timeout for `all reduce RendezvousKey.*'
+                   r'num_local_participants=2.*only 1 of them arrived', result.stderr)
+
+
+def test_multi_device_cpu_steps_survive_dispatch_ahead_under_load():
+  """`configure_cpu_devices` gives the client two threads per device (4 over a 2-core
+  base, NPROC=2): the same steps, a device 2 s late and a busy loop competing for the
+  cores all complete under the same short timeouts."""
   busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
   try:
-    result = run_devices('stress')
+    result = run_devices('stress', XLA_FLAGS=SHORT_TIMEOUTS, NPROC='2')
   finally:
     busy.kill()
     busy.wait()
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.split('RESULT ', 1)[1])
-  assert '--xla_cpu_collective_call_terminate_timeout_seconds=3600' in out['xla_flags']
+  assert out['xla_flags'] == SHORT_TIMEOUTS  # The user's timeouts are kept.
+  assert out['client_threads'] == '4'
   assert out['devices'] == 2 and out['late_sum'] == 2.0
-  assert out['steps'] == STRESS_STEPS and out['finite']
+  assert out['finite']
 
 
 def write_openpose_folder(directory, count):
