@@ -56,6 +56,7 @@ def stage_configs(demo: ml_collections.ConfigDict, workdir: pathlib.Path,
     config.batch_size = demo.batch_size
     config.eval_batch_size = demo.eval_batch_size
     config.num_train_steps = steps
+    config.model = base.model_at_scale(config, demo.model_scale)
     config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, max(steps // 10, 1))
     config.log_every_steps = max(steps // 10, 1)
     config.eval_every_steps = steps

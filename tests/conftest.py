@@ -5,8 +5,12 @@ import pathlib
 
 from hypothesis import HealthCheck
 from hypothesis import settings
-import jax
-import pytest
+import suite_xla_flags
+
+suite_xla_flags.install()  # Before JAX starts a backend (it reads XLA_FLAGS then).
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Fuzz tests (tests/test_fuzz_readers.py): `ci` (the default) replays a fixed, seeded set
 # of cases so that the suite is reproducible and fast; `--hypothesis-profile=long` draws

@@ -39,7 +39,7 @@ LIFTER_MODES = ('sparse', 'hierarchical', 'oracle')
 NON_STAGE_KEYS = {
     'base': ('stage', 'seed', 'dataset', 'batch_size', 'optimizer', 'model', 'loss'),
     'demo': ('dataset', 'seed', 'batch_size', 'eval_batch_size', 'msst_steps', 'hiarm_steps',
-             'lifter_steps', 'lifter_modes', 'occlusion_levels', 'num_inference_examples',
+             'lifter_steps', 'model_scale', 'lifter_modes', 'occlusion_levels', 'num_inference_examples',
              'num_samples', 'temperature'),
     'cmu_benchmark': ('builder_config', 'seeds', 'msst', 'hiarm', 'num_draws', 'lifters',
                       'hipart_architecture', 'lifter_steps', 'occlusion_levels'),

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import fake_examples
+import suite_xla_flags
 from hipart_jax import checkpoints
 from hipart_jax import execution
 from hipart_jax import input_pipeline
@@ -143,7 +144,7 @@ def start_subprocess(mode, workdir):
   code = (f'import sys; sys.path.insert(0, {str(REPO / "tests")!r}); import test_train; '
           f'test_train.subprocess_main({mode!r}, {str(workdir)!r})')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env['XLA_FLAGS'] = suite_xla_flags.suite_flags()  # None of this process's additions.
   return subprocess.Popen([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

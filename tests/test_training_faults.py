@@ -25,6 +25,7 @@ import pytest
 
 import keypoint_files
 import pipeline_fixture
+import suite_xla_flags
 import test_train
 from hipart_jax import checkpoint_checksums
 from hipart_jax import checkpoints
@@ -76,7 +77,7 @@ def start_training(workdir, save_delay_s=SAVE_DELAY_S):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
-  env.pop('XLA_FLAGS', None)
+  env['XLA_FLAGS'] = suite_xla_flags.suite_flags()  # None of this process's additions.
   return subprocess.Popen([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -357,8 +358,11 @@ def run_devices(mode, timeout=120, **environ):
   code = (f'import sys; sys.path.insert(0, {str(REPO / "tests")!r}); '
           f'import test_training_faults as t; t.devices_main({mode!r})')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  for name in ('XLA_FLAGS', 'PJRT_NPROC', 'NPROC'):
+  for name in ('PJRT_NPROC', 'NPROC'):
     env.pop(name, None)
+  # The suite's compile flags (none of this process's additions), then the test's own.
+  flags = [suite_xla_flags.suite_flags(), environ.pop('XLA_FLAGS', '')]
+  env['XLA_FLAGS'] = ' '.join(f for f in flags if f)
   env.update(environ)
   return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, text=True,
                         capture_output=True, timeout=timeout, check=False)

@@ -195,20 +195,26 @@ def parse_variant(arg: str | None, choices: Sequence[str], default: str
   return (parts[0] if parts else default), tiny
 
 
+def model_at_scale(config: ml_collections.ConfigDict, scale: str
+                   ) -> ml_collections.ConfigDict:
+  """`config.model` (of stage `config.stage`) rebuilt at `scale` ('paper', 'small' or
+  'tiny'), keeping its lifter mode, HiARM ordering and number of action classes."""
+  model = config.model
+  builders = {'msst': lambda: msst_model(scale, model.get('num_actions')),
+              'hiarm': lambda: hiarm_model(scale, model.get('ordering')),
+              'lifter': lambda: lifter_model(scale, model.get('mode'))}
+  return builders[config.stage]()
+
+
 def make_tiny(config: ml_collections.ConfigDict, steps: int = 4
               ) -> ml_collections.ConfigDict:
   """The config at test size: tiny model, batches of 16, `steps` steps, every step
   logged at the end, no TensorBoard, no prefetch thread."""
-  kept = {'mode': config.model.get('mode'), 'ordering': config.model.get('ordering'),
-          'num_actions': config.model.get('num_actions')}
-  tiny_lifter = lambda: lifter_model(TINY, kept['mode'])
   if config.model.get('architecture') == 'simple_baseline':
-    tiny_lifter = lambda: ml_collections.ConfigDict(dict(
-        simple_baseline_model(kept['mode']).to_dict(), width=16))
-  builders = {'msst': lambda: msst_model(TINY, kept['num_actions']),
-              'hiarm': lambda: hiarm_model(TINY, kept['ordering']),
-              'lifter': tiny_lifter}
-  config.model = builders[config.stage]()
+    config.model = ml_collections.ConfigDict(dict(
+        simple_baseline_model(config.model.mode).to_dict(), width=16))
+  else:
+    config.model = model_at_scale(config, TINY)
   config.batch_size = config.eval_batch_size = 16
   config.num_train_steps = steps
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps

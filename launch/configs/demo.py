@@ -18,6 +18,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.msst_steps = 400
   config.hiarm_steps = 400
   config.lifter_steps = 300
+  # Model blocks of every stage (launch/configs/base.py scales); the lifters' depth.
+  config.model_scale = 'small'
   config.lifter_depth = 2
   config.lifter_modes = ('sparse', 'hierarchical', 'oracle')
   # Robustness table: input-pipeline occlusion levels (augment.OCCLUSION_LEVELS).
@@ -31,6 +33,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.eval_batch_size = 32
     config.msst_steps = config.hiarm_steps = config.lifter_steps = 3
+    # Compiling the small models took most of the smoke run; the tests' size suffices.
+    config.model_scale = 'tiny'
+    config.lifter_depth = 1
     config.occlusion_levels = ('none', 'one_limb')
     config.num_inference_examples = 2
     config.num_samples = 2
