@@ -55,9 +55,8 @@ def test_npz_and_coco_give_the_same_3d_with_one_compile(tiny_pipeline, inputs, t
   coco_path, npz_path = inputs
   checkpoint = str(tiny_pipeline['lifter_hierarchical'])
   before = hipart.predict._cache_size()  # pylint: disable=protected-access
-  infer.run(checkpoint=checkpoint, input_path=str(npz_path),
-                       output=str(tmp_path / 'a.npz'), batch_size=BATCH, plot=True,
-                       num_plot_rows=2)
+  infer.run(checkpoint=checkpoint, input_path=str(npz_path), output=str(tmp_path / 'a.npz'),
+            batch_size=BATCH, plot=True, num_plot_rows=2)
   assert hipart.predict._cache_size() - before == 1  # pylint: disable=protected-access
   infer.run(checkpoint=checkpoint, input_path=str(coco_path), output=str(tmp_path / 'b.json'),
             image_size=f'{IMAGE_SIZE[0]},{IMAGE_SIZE[1]}', batch_size=BATCH)
