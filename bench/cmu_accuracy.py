@@ -286,6 +286,7 @@ def write_draws(c, runs, workdir: pathlib.Path, timings: Timings, train_source,
   written = augmented_draws.write_draws(
       msst, hiarm, collections, train_source, hierarchy, data, workdir / 'draws',
       split=data.train_split, num_draws=c.num_draws, seed=c.seeds[0],
+      hierarchy_source=c.draws_hierarchy,
       generator=dict(hiarm=str(hiarm_dir.absolute()), model=meta['model']))
   if written:
     timings.add('draws', time.perf_counter() - start)

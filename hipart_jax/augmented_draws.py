@@ -41,6 +41,7 @@ from hipart_jax import input_pipeline
 from hipart_jax import progress as progress_lib
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from hipart_jax.models import msst as msst_lib
 
 DRAW_KEYS = drawn_batches.DRAW_KEYS
 MANIFEST = drawn_batches.MANIFEST
@@ -63,12 +64,24 @@ def _json_roundtrip(value: Any) -> Any:
   return json.loads(json.dumps(value))
 
 
-def _generate_fn(msst, hiarm):
-  """Jitted (collections, inputs_2d [B, 17, 2], confidence [B, 17]) → greedy hierarchy."""
+# What a draw's `generated_*` hierarchy is: HiARM's greedy generation from the augmented
+# input, or the MSST's reconstruction of the truth (what a perfect HiARM would generate:
+# the upper bound of a lifter trained on generated hierarchies, at this tokenizer).
+HIERARCHY_SOURCES = ('generated', 'tokenized_truth')
+
+
+def _generate_fn(msst, hiarm, hierarchy_source: str):
+  """Jitted (collections, batch) → {level: [B, P, 2]}, the hierarchy of `hierarchy_source`
+  (batch: `inputs_2d` [B, 17, 2], `inputs_confidence` [B, 17], `<level>_2d`)."""
+
   @jax.jit
-  def generate(collections, inputs_2d, inputs_confidence):
-    out = hipart.generate_hierarchy(msst, hiarm, collections, inputs_2d, inputs_confidence,
-                                    jax.random.key(0))
+  def generate(collections, batch):
+    if hierarchy_source == 'tokenized_truth':
+      truth = [batch[f'{level}_2d'] for level in skeleton.LEVELS]
+      ids = msst.apply(collections['frozen_msst'], *truth, method=msst_lib.MSST.encode)
+      return msst.apply(collections['frozen_msst'], *ids, method=msst_lib.MSST.decode)
+    out = hipart.generate_hierarchy(msst, hiarm, collections, batch['inputs_2d'],
+                                    batch['inputs_confidence'], jax.random.key(0))
     return {level: value[:, 0] for level, value in out.items()}
   return generate
 
@@ -95,8 +108,8 @@ def draw_rows(batches: input_pipeline.TrainBatches, num_examples: int, draw: int
     batch = batches.batch_from_stacked(draw * num_chunks + chunk, padded,
                                        batches.stacked(padded))
     batch = {key: value[0] for key, value in batch.items()}  # One device's block.
-    generated = jax.device_get(generate(collections, batch['inputs_2d'],
-                                        batch['inputs_confidence']))
+    keys = ('inputs_2d', 'inputs_confidence') + tuple(f'{l}_2d' for l in skeleton.LEVELS)
+    generated = jax.device_get(generate(collections, {key: batch[key] for key in keys}))
     rows = {key: batch[key][:real] for key in DRAW_KEYS if key in batch}
     rows.update({f'generated_{level}_2d': np.asarray(generated[level][:real], np.float32)
                  for level in skeleton.LEVELS})
@@ -110,7 +123,7 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
                 source: Sequence[input_pipeline.Example], hierarchy: skeleton.Hierarchy,
                 data_config: ml_collections.ConfigDict, output_dir: str | pathlib.Path, *,
                 split: str, num_draws: int, seed: int, generator: Mapping[str, Any],
-                chunk_size: int = 512,
+                chunk_size: int = 512, hierarchy_source: str = 'generated',
                 description: Mapping[str, Any] | None = None) -> list[str]:
   """Writes the missing draws of `source` into `output_dir`; returns their names.
 
@@ -124,6 +137,8 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
     seed: augmentation seed.
     generator: where the frozen models came from (recorded).
     chunk_size: examples per jitted generation call.
+    hierarchy_source: one of `HIERARCHY_SOURCES`; recorded with `generator` unless it is
+      'generated'.
     description: what the files state about themselves (`provenance.describe`).
   Raises:
     ValueError: the directory holds draws made with other settings.
@@ -131,8 +146,13 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
   if num_draws < 1 or chunk_size < 1:
     raise ValueError(f'need num_draws >= 1 and chunk_size >= 1, got {num_draws}, '
                      f'{chunk_size}')
+  if hierarchy_source not in HIERARCHY_SOURCES:
+    raise ValueError(f'hierarchy_source={hierarchy_source!r}; expected one of '
+                     f'{HIERARCHY_SOURCES}')
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
+  if hierarchy_source != 'generated':
+    generator = dict(generator, hierarchy_source=hierarchy_source)
   settings = _json_roundtrip(_settings(data_config, split, len(source), num_draws, seed,
                                        generator, hierarchy))
   manifest_path = output_dir / MANIFEST
@@ -150,7 +170,7 @@ def write_draws(msst, hiarm, collections: Mapping[str, Any],
   batches = input_pipeline.TrainBatches(source, hierarchy, data_config,
                                         global_batch_size=chunk_size, num_local_devices=1,
                                         seed=seed)
-  generate = _generate_fn(msst, hiarm)
+  generate = _generate_fn(msst, hiarm, hierarchy_source)
   written = []
   todo = [(draw, name) for draw, name in enumerate(names)
           if not (output_dir / name).exists()]

@@ -13,6 +13,7 @@ from hipart_jax import drawn_batches
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from hipart_jax.models import msst as msst_lib
 from hipart_jax.models import simple_baseline
 from hipart_jax.training import stages
 from launch.configs import cmu_lifter
@@ -66,6 +67,33 @@ def test_draw_rows_are_the_pipelines_augmentation_and_its_generation(draws):
   # The two draws differ (augmentation), and occlusion reached some rows.
   assert not np.array_equal(rows['inputs_2d'][:n], rows['inputs_2d'][n:])
   assert (~rows['visible']).any()
+
+
+def test_tokenized_truth_draws_hold_the_tokenizers_reconstruction(draws, tmp_path):
+  """The perfect-HiARM draws: the same augmented rows, the MSST's reconstruction of their
+  truth as the hierarchy, and the choice recorded."""
+  directory, data, (msst, hiarm, collections) = draws
+  source, _ = pipeline_fixture.sources()
+  augmented_draws.write_draws(msst, hiarm, collections, source, HIERARCHY, data, tmp_path,
+                              split='train', num_draws=1, seed=3,
+                              generator={'hiarm': 'tiny'}, chunk_size=40,
+                              hierarchy_source='tokenized_truth')
+  rows = drawn_batches.load_draws(tmp_path)
+  generated = drawn_batches.load_draws(directory)
+  n = len(source)
+  np.testing.assert_array_equal(rows['inputs_2d'], generated['inputs_2d'][:n])
+  truth = [jnp.asarray(rows[f'{level}_2d']) for level in skeleton.LEVELS]
+  ids = msst.apply(collections['frozen_msst'], *truth, method=msst_lib.MSST.encode)
+  expected = msst.apply(collections['frozen_msst'], *ids, method=msst_lib.MSST.decode)
+  for level in skeleton.LEVELS:
+    np.testing.assert_allclose(rows[f'generated_{level}_2d'], expected[level], atol=1e-5)
+  assert not np.allclose(rows['generated_fine_2d'], generated['generated_fine_2d'][:n])
+  manifest = drawn_batches.read_manifest(tmp_path)
+  assert manifest['settings']['generator']['hierarchy_source'] == 'tokenized_truth'
+  with pytest.raises(ValueError, match='hierarchy_source'):
+    augmented_draws.write_draws(msst, hiarm, collections, source, HIERARCHY, data,
+                                tmp_path / 'other', split='train', num_draws=1, seed=3,
+                                generator={}, hierarchy_source='truth')
 
 
 def test_rerun_skips_and_other_settings_are_refused(draws):

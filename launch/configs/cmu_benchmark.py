@@ -39,6 +39,10 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
       batch_size=128, lr=1e-3, evals=6))
   # Augmented copies of every training example, each with its generated hierarchy.
   c.num_draws = 4
+  # What HiPART's lifter trains on: 'generated' (HiARM's hierarchies), or
+  # 'tokenized_truth' (a perfect HiARM's: the MSST's reconstruction of the truth; the
+  # upper bound at this tokenizer, in a workdir of its own).
+  c.draws_hierarchy = 'generated'
   # The lifters: the SimpleBaseline MLP and the transformer on the 17 input joints
   # (the baselines), and HiPART and the oracle with `hipart_architecture`.
   c.lifters = ml_collections.ConfigDict(dict(
