@@ -274,6 +274,11 @@ def test_cmu_accuracy_smoke(tmp_path):
   assert set(report['hiarm']) == {'hierarchical', 'raster'}
   assert report['targets']['best_baseline'] in ('mlp', 'transformer')
   assert len(report['diagnosis']['lifter_feeds']['none']) == 2 * 3
+  imputation = report['diagnosis']['hidden_joint_imputation']
+  assert list(imputation) == ['one_limb']  # Clean input hides no joint.
+  assert set(imputation['one_limb']) == {
+      'hiarm_generated', 'tokenized_truth', 'fit_of_the_true_3d', 'hipart_lifter',
+      'mlp_lifter', 'transformer_lifter'}
   assert report['timings']['draws'] > 0
   # A rerun trains nothing and reports the same lifters.
   again = subprocess.run(
