@@ -38,7 +38,6 @@ from hipart_jax import execution
 from hipart_jax import skeleton
 from hipart_jax.models import decoding
 from hipart_jax.models import hipart
-from hipart_jax.models import msst as msst_lib
 from hipart_jax.training import stages
 from hipart_jax.training import trainer
 
@@ -185,13 +184,11 @@ class LifterFeeds:
     model = self.model
     inputs, confidence = batch['inputs_2d'], batch['inputs_confidence']
     truth = {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
-    ids = model.msst.apply(variables['frozen_msst'], *truth.values(),
-                           method=msst_lib.MSST.encode)
     hierarchies = dict(
         generated=jax.tree.map(lambda x: x[:, 0], hipart.generate_hierarchy(
             model.msst, model.hiarm, variables, inputs, confidence, jax.random.key(0))),
-        tokenized_truth=model.msst.apply(variables['frozen_msst'], *ids,
-                                         method=msst_lib.MSST.decode),
+        tokenized_truth=hipart.tokenized_hierarchy(model.msst, variables['frozen_msst'],
+                                                   truth),
         truth=truth)
     lifters = dict(hipart=(model.lifter, variables['params']),
                    oracle=(self.oracle.lifter, self.oracle_params))
@@ -268,9 +265,9 @@ class HiddenJointImputation:
 
     # The fit reads the visible joints where the models read them: the input.
     fit = lambda pose: fit_to_image(pose, inputs, (confidence > 0).astype(jnp.float32))
-    truth = [batch[f'{level}_2d'] for level in skeleton.LEVELS]
-    ids = model.msst.apply(variables['frozen_msst'], *truth, method=msst_lib.MSST.encode)
-    tokenized = model.msst.apply(variables['frozen_msst'], *ids, method=msst_lib.MSST.decode)
+    tokenized = hipart.tokenized_hierarchy(
+        model.msst, variables['frozen_msst'],
+        {level: batch[f'{level}_2d'] for level in skeleton.LEVELS})
     out = {'hidden_joints': jnp.sum(hidden) / count,
            'hiarm_generated': hidden_px(generated['sparse']),
            'tokenized_truth': hidden_px(tokenized['sparse']),

@@ -41,7 +41,6 @@ from hipart_jax import input_pipeline
 from hipart_jax import progress as progress_lib
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
-from hipart_jax.models import msst as msst_lib
 
 DRAW_KEYS = drawn_batches.DRAW_KEYS
 MANIFEST = drawn_batches.MANIFEST
@@ -77,9 +76,9 @@ def _generate_fn(msst, hiarm, hierarchy_source: str):
   @jax.jit
   def generate(collections, batch):
     if hierarchy_source == 'tokenized_truth':
-      truth = [batch[f'{level}_2d'] for level in skeleton.LEVELS]
-      ids = msst.apply(collections['frozen_msst'], *truth, method=msst_lib.MSST.encode)
-      return msst.apply(collections['frozen_msst'], *ids, method=msst_lib.MSST.decode)
+      return hipart.tokenized_hierarchy(
+          msst, collections['frozen_msst'],
+          {level: batch[f'{level}_2d'] for level in skeleton.LEVELS})
     out = hipart.generate_hierarchy(msst, hiarm, collections, batch['inputs_2d'],
                                     batch['inputs_confidence'], jax.random.key(0))
     return {level: value[:, 0] for level, value in out.items()}

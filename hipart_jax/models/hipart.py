@@ -116,6 +116,20 @@ def decode_tokens(msst: msst_lib.MSST, msst_variables: Any, sparse_ids: jax.Arra
   return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), recon)
 
 
+def tokenized_hierarchy(msst: msst_lib.MSST, msst_variables: Any,
+                        hierarchy_2d: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """A hierarchy through the tokenizer and back: what a perfect HiARM would generate.
+
+  Args:
+    hierarchy_2d: {'sparse': [B, S, 2], 'dense': [B, D, 2], 'fine': [B, F, 2]}, model frame.
+  Returns:
+    the decoded tokens, the same keys and shapes.
+  """
+  ids = msst.apply(msst_variables, *(hierarchy_2d[level] for level in skeleton.LEVELS),
+                   method=msst_lib.MSST.encode)
+  return msst.apply(msst_variables, *ids, method=msst_lib.MSST.decode)
+
+
 def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
                        variables: Mapping[str, Any], inputs_2d: jax.Array,
                        inputs_confidence: jax.Array, rng: jax.Array, *,

@@ -27,6 +27,7 @@ from typing import Mapping
 import numpy as np
 
 from . import euler
+from . import tokens as tokens_lib
 
 INCH_IN_METERS = 0.0254
 ROOT = 'root'
@@ -222,8 +223,9 @@ def parse_asf(text: str) -> AsfSkeleton:
       fields = None
     elif fields is None:
       raise ValueError(f'{where}: bone field outside begin/end: {line.strip()!r}')
-    elif tokens[0] == 'limits' or (last_key == 'limits' and _is_number(tokens[0])):
-      limit = tuple(float(v) for v in tokens[-2:]) if all(map(_is_number, tokens[-2:])) else ()
+    elif tokens[0] == 'limits' or (last_key == 'limits' and tokens_lib.is_number(tokens[0])):
+      numeric = all(map(tokens_lib.is_number, tokens[-2:]))
+      limit = tuple(float(v) for v in tokens[-2:]) if numeric else ()
       if len(limit) != 2 or np.isnan(limit).any() or limit[0] > limit[1]:
         raise ValueError(f'{where}: limits {line.strip()!r} are not a (min max) pair')
       fields['limits'].append(limit)
@@ -297,14 +299,6 @@ def parse_asf(text: str) -> AsfSkeleton:
   return AsfSkeleton(name=name_line[0][1].strip(), units=units, root_order=root_order,
                      root_axis=root_axis, root_position=root_fields['position'],
                      root_orientation=root_fields['orientation'], bones=tuple(ordered))
-
-
-def _is_number(token: str) -> bool:
-  try:
-    float(token)
-  except ValueError:
-    return False
-  return True
 
 
 def parse_amc(text: str, skeleton: AsfSkeleton) -> AmcMotion:

@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 
 from . import euler
+from . import tokens as tokens_lib
 
 END_SITE_SUFFIX = '_end'
 
@@ -183,7 +184,7 @@ def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
   try:
     values = np.asarray(tokens[position:], np.float64)
   except ValueError:
-    bad = next(t for t in tokens[position:] if not _is_number(t))
+    bad = next(t for t in tokens[position:] if not tokens_lib.is_number(t))
     raise ValueError(f'BVH: MOTION value {bad!r} is not a number') from None
   expected = num_frames * skeleton.num_channels
   if values.size != expected:
@@ -194,14 +195,6 @@ def parse_bvh(text: str) -> tuple[BvhSkeleton, BvhMotion]:
     raise ValueError(f'BVH: MOTION frame {row} has values that are not finite')
   return skeleton, BvhMotion(frame_time=frame_time,
                              values=values.reshape(num_frames, skeleton.num_channels))
-
-
-def _is_number(token: str) -> bool:
-  try:
-    float(token)
-  except ValueError:
-    return False
-  return True
 
 
 def read_bvh(path: str | pathlib.Path) -> tuple[BvhSkeleton, BvhMotion]:
