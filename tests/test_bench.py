@@ -88,8 +88,9 @@ def test_checkpoint_checksums(tmp_path):
     assert_finite_positive(row, ['parameters', 'state_floats', 'files', 'bytes_checked',
                                  'save_s', 'write_checksums_s', 'restore_s', 'verify_s',
                                  'verify_share_of_restore', 'hash_bytes_per_s'])
-  # The extra MiB of random floats is written (and checked) at about its size.
-  assert rows[1]['bytes_checked'] - rows[0]['bytes_checked'] > 0.9 * (1 << 20)
+  # The extra MiB of random floats is written (and checked): most of it survives the
+  # writer's compression, whose ratio varies from run to run.
+  assert rows[1]['bytes_checked'] - rows[0]['bytes_checked'] > 0.5 * (1 << 20)
 
 
 def test_inference(tmp_path):
