@@ -139,8 +139,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
   if 'generation_fine_px' in t:
     g = t['generation_fine_px']
     lines.append('| hierarchical generation error ≤ raster (fine px) | '
-                 + ', '.join(f'{l} {_fmt(g["hierarchical"][l])} vs {_fmt(g["raster"][l])}'
-                             for l in levels)
+                 + ', '.join(f'{l} {_fmt(g["hierarchical"][l], 2)} vs '
+                             f'{_fmt(g["raster"][l], 2)}' for l in levels)
                  + f' | {t["met"]["hierarchical_le_raster"]} |')
   msst, by_occlusion = report['msst'], report['msst_by_occlusion']
   lines += ['', f'**MSST reconstruction** (1 test example in {s["eval_stride"]}, px of the '

@@ -22,9 +22,9 @@ def _condition(seed, hierarchy):
           jnp.asarray(rng.uniform(0.5, 1.0, size=(B, s)), jnp.float32))
 
 
-def _build(hierarchy):
+def _build(hierarchy, **kwargs):
   model = hiarm_lib.HiARM(hierarchy, VS, VD, ordering='hierarchical', width=16, num_lsab=1,
-                          num_gcsab=1, num_heads=2, mlp_ratio=2)
+                          num_gcsab=1, num_heads=2, mlp_ratio=2, **kwargs)
   cond, conf = _condition(0, hierarchy)
   ids = (jnp.zeros((B, hierarchy.num_sparse), jnp.int32),
          jnp.zeros((B, hierarchy.num_dense), jnp.int32))
@@ -45,13 +45,21 @@ def greedy(default_model):
   return decoding.generate(model, params, cond, conf, jax.random.key(0), return_logits=True)
 
 
-@pytest.mark.parametrize('which', ['default', 'uneven'])
+@pytest.mark.parametrize('which', ['default', 'uneven', 'condition_mlp'])
 def test_cached_generation_equals_recompute_and_teacher_forcing(which, default_model, greedy):
   if which == 'default':
     model, params = default_model
     cached = greedy
-  else:
+  elif which == 'uneven':
     model, params = _build(UNEVEN)
+  else:
+    model, params = _build(skeleton.default_hierarchy(), condition_mlp_width=8,
+                           condition_mlp_depth=1)
+    # A nonzero readout, so the condition cache really carries the MLP's output.
+    readout = params['condition_mlp_out']['kernel']
+    params = {**params, 'condition_mlp_out': {
+        **params['condition_mlp_out'],
+        'kernel': jax.random.normal(jax.random.key(3), readout.shape)}}
   cond, conf = _condition(1, model.hierarchy)
   if which != 'default':
     cached = decoding.generate(model, params, cond, conf, jax.random.key(0),

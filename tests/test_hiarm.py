@@ -116,6 +116,42 @@ def test_dropout_only_in_training(local_only):
   assert np.abs(run(True, 0) - run(True, 1)).max() > 1e-4
 
 
+@pytest.fixture(scope='module')
+def with_condition_mlp():
+  """A tiny HiARM with the pose-level condition MLP: (model, variables)."""
+  model = hiarm_lib.HiARM(HIERARCHY, VS, VD, width=16, num_heads=2, mlp_ratio=2, num_lsab=1,
+                          num_gcsab=1, condition_mlp_width=8, condition_mlp_depth=1)
+  return model, jax.jit(model.init)(jax.random.key(0), *_inputs(HIERARCHY))
+
+
+def test_condition_mlp_starts_as_the_per_joint_model(with_condition_mlp):
+  model, variables = with_condition_mlp
+  shared = {name: value for name, value in variables['params'].items()
+            if not name.startswith('condition_mlp')}
+  assert len(shared) < len(variables['params'])
+  plain = model.clone(condition_mlp_width=0)
+  for with_mlp, without in zip(model.apply(variables, *_inputs(HIERARCHY)),
+                               plain.apply({'params': shared}, *_inputs(HIERARCHY))):
+    np.testing.assert_allclose(with_mlp, without, atol=1e-6, rtol=0)
+
+
+def test_condition_mlp_gives_every_condition_slot_the_whole_pose(with_condition_mlp):
+  """Moving one input joint moves every condition slot with the MLP, only its own without."""
+  model, variables = with_condition_mlp
+  params = dict(variables['params'])
+  readout = params['condition_mlp_out']['kernel']
+  params['condition_mlp_out'] = {**params['condition_mlp_out'],
+                                 'kernel': jax.random.normal(jax.random.key(1), readout.shape)}
+  cond, conf, _, _ = _inputs(HIERARCHY)
+  joint = 5
+  for module, expected in ((model, np.ones(17, bool)),
+                           (model.clone(condition_mlp_width=0), np.arange(17) == joint)):
+    embed = lambda c: module.apply({'params': params}, c, conf,
+                                   method=hiarm_lib.HiARM.embed_condition)
+    change = np.abs(embed(cond.at[:, joint].add(0.5)) - embed(cond)).max(axis=(0, 2))
+    np.testing.assert_array_equal(change > 1e-5, expected)
+
+
 def test_ordering_attribute_accepts_names_and_orderings():
   raster = orderings.make_ordering(HIERARCHY, 'raster')
   assert hiarm_lib.HiARM(HIERARCHY, VS, VD, ordering='raster').decoding_order == raster

@@ -4,7 +4,11 @@ Given the input sparse 2D pose, HiARM predicts the S sparse + D dense token ids 
 tokenizer, one *group* of tokens per step (the ordering, `hipart_jax/orderings.py`).
 
 Two-stream formulation. The transformer runs over three streams of slots:
-  condition [S]: linear embedding of (x, y, confidence) + a learned joint embedding;
+  condition [S]: linear embedding of (x, y, confidence) + a learned joint embedding,
+                 plus, with `condition_mlp_width`, a pose-level residual MLP over all
+                 S joints at once (a SimpleBaseline trunk), so that every condition slot
+                 carries the whole pose's evidence for a hidden joint from the first
+                 layer rather than only what a few narrow attention layers gather;
   context [T]:   token embedding (separate tables for C_s and C_d) + position embedding;
   query [T]:     position embedding + a learned query vector (no token information).
 The position embedding of token t is level + body part + index within the part's
@@ -30,6 +34,7 @@ import numpy as np
 
 from hipart_jax import orderings
 from hipart_jax import skeleton
+from hipart_jax.models import simple_baseline
 
 Array = jnp.ndarray
 KVCache = tuple[Array, ...]  # One head-major [B, H, S + T + W, Dh] array per layer.
@@ -142,6 +147,11 @@ class HiARM(nn.Module):
     num_gcsab: number of global causal blocks, applied after the LSABs.
     num_heads, mlp_ratio, dropout: transformer block settings.
     embedding_stddev: init scale of the learned embeddings.
+    condition_mlp_width: 0 for the per-joint condition embedding alone; otherwise the
+      width of the pose-level condition MLP (embedding, `condition_mlp_depth` residual
+      blocks, a zero-initialized [S, C] readout, so training starts from the per-joint
+      model).
+    condition_mlp_depth: residual blocks of that MLP.
   """
 
   hierarchy: skeleton.Hierarchy
@@ -155,6 +165,8 @@ class HiARM(nn.Module):
   mlp_ratio: int = 4
   dropout: float = 0.0
   embedding_stddev: float = 0.02
+  condition_mlp_width: int = 0
+  condition_mlp_depth: int = 2
 
   @property
   def decoding_order(self) -> orderings.Ordering:
@@ -178,6 +190,13 @@ class HiARM(nn.Module):
     init = nn.initializers.normal(self.embedding_stddev)
     num_in_part = max(int(self.hierarchy.dense_group_sizes.max()), 1)
     self.condition_embedding = nn.Dense(self.width)
+    if self.condition_mlp_width:
+      self.condition_mlp_in = nn.Dense(self.condition_mlp_width)
+      self.condition_mlp_norm = nn.LayerNorm()
+      self.condition_mlp_blocks = [simple_baseline.ResidualBlock(self.dropout)
+                                   for _ in range(self.condition_mlp_depth)]
+      self.condition_mlp_out = nn.Dense(order.num_sparse * self.width,
+                                        kernel_init=nn.initializers.zeros)
     self.joint_embedding = self.param('joint_embedding', init, (order.num_sparse, self.width))
     self.sparse_token_embedding = nn.Embed(self.sparse_vocab_size, self.width,
                                            embedding_init=init)
@@ -201,13 +220,21 @@ class HiARM(nn.Module):
 
   # Embeddings.
 
-  def embed_condition(self, cond_2d: Array, cond_confidence: Array) -> Array:
+  def embed_condition(self, cond_2d: Array, cond_confidence: Array, *,
+                      train: bool = False) -> Array:
     """cond_2d: [B, S, 2] model frame, cond_confidence: [B, S] → [B, S, C]."""
     batch, num_joints = cond_2d.shape[0], self.hierarchy.num_sparse
     chex.assert_shape(cond_2d, (batch, num_joints, 2))
     chex.assert_shape(cond_confidence, (batch, num_joints))
     features = jnp.concatenate([cond_2d, cond_confidence[..., None]], axis=-1)
-    return self.condition_embedding(features) + self.joint_embedding
+    embedded = self.condition_embedding(features) + self.joint_embedding
+    if not self.condition_mlp_width:
+      return embedded
+    pose = nn.relu(self.condition_mlp_norm(self.condition_mlp_in(
+        features.reshape(batch, -1))))  # [B, condition_mlp_width] from [B, S * 3]
+    for block in self.condition_mlp_blocks:
+      pose = block(pose, train=train)
+    return embedded + self.condition_mlp_out(pose).reshape(batch, num_joints, self.width)
 
   def _token_table(self, table: np.ndarray, tokens: Array) -> Array:
     """Looks up a per-token numpy table at token ids (padding -1 reads token 0)."""
@@ -253,7 +280,7 @@ class HiARM(nn.Module):
     chex.assert_shape(dense_ids, (batch, order.num_dense))
     tokens = jnp.arange(t)
     x = jnp.concatenate([
-        self.embed_condition(cond_2d, cond_confidence),
+        self.embed_condition(cond_2d, cond_confidence, train=train),
         self.embed_context(tokens, jnp.concatenate([sparse_ids, dense_ids], axis=1)),
         jnp.broadcast_to(self.embed_query(tokens), (batch, t, self.width)),
     ], axis=1)  # [B, S + 2T, C]
