@@ -8,7 +8,8 @@ The argument is the `cmu_mocap` builder config (`multi_subject`, `shared_clips`,
 Every number of the benchmark is here; `--config.<field>=...` overrides one.
 
 Budget: the whole benchmark (dataset build, MSST, two HiARMs, the augmented draws, four
-lifters x two seeds, evaluation) fits 90 minutes of a 2-core CPU. The tokenizer and
+lifters x two seeds, evaluation) is sized for 90 minutes of a 2-core CPU (BENCHMARKS.md
+has the measured stage times). The tokenizer and
 HiARM are the small synthetic-config sizes (HiARM with a pose-level condition MLP);
 the lifters read stored augmented draws (`hipart_jax.augmented_draws`), so the HiPART
 lifter trains as fast as the others.
