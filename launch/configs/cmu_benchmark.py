@@ -9,10 +9,9 @@ Every number of the benchmark is here; `--config.<field>=...` overrides one.
 
 Budget: the whole benchmark (dataset build, MSST, two HiARMs, the augmented draws, four
 lifters x two seeds, evaluation) is sized for 90 minutes of a 2-core CPU (BENCHMARKS.md
-has the measured stage times). The tokenizer and
-HiARM are the small synthetic-config sizes (HiARM with a pose-level condition MLP);
-the lifters read stored augmented draws (`hipart_jax.augmented_draws`), so the HiPART
-lifter trains as fast as the others.
+has the measured stage times). The tokenizer and HiARM are the small synthetic-config
+sizes, HiARM with a pose-level condition MLP; the lifters read stored augmented draws
+(`hipart_jax.augmented_draws`), so the HiPART lifter trains as fast as the others.
 """
 
 import ml_collections
@@ -39,8 +38,8 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   c.hiarm = ml_collections.ConfigDict(dict(
       model=base.hiarm_model('small', 'hierarchical').to_dict(), steps=1_200,
       batch_size=128, lr=1e-3, evals=6))
-  # The pose-level condition MLP (`models/hiarm.py`): without it this HiARM places
-  # hidden joints worse than the baseline lifter does (BENCHMARKS.md).
+  # The pose-level condition MLP (`models/hiarm.py`): it lets this small HiARM infer a
+  # hidden joint from the whole pose, not from three narrow attention layers.
   c.hiarm.model.condition_mlp_width = 512
   # Augmented copies of every training example, each with its generated hierarchy.
   c.num_draws = 4
