@@ -416,19 +416,25 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
       timings=dict(timings.seconds))
 
 
+def data_flags(c: ml_collections.ConfigDict, workdir: pathlib.Path
+               ) -> tuple[str | None, str | pathlib.Path, dict[str, list[str] | None]]:
+  """(data_dir, manual_dir, {split: clips}) of the flags; a smoke config reads the
+  dummy clips, in a data_dir of its own in the workdir."""
+  f = flags.FLAGS
+  data_dir, manual_dir = f.data_dir, f.manual_dir
+  clips = {split: f[f'{split}_clips'].value for split in SPLITS}
+  if c.smoke:
+    data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
+    clips = {split: value or list(c[f'smoke_{split}_clips']) for split, value in clips.items()}
+  return data_dir, manual_dir, clips
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   console.install(flags.FLAGS.progress)
-  f = flags.FLAGS
-  c = f.config
-  workdir = pathlib.Path(f.workdir)
-  data_dir, manual_dir = f.data_dir, f.manual_dir
-  clips = {split: f[f'{split}_clips'].value for split in SPLITS}
-  if c.smoke:  # The dummy clips, in a data_dir of their own.
-    data_dir, manual_dir = str(workdir / 'tfds_dummy'), DUMMY_DIR
-    clips = {split: value or list(c[f'smoke_{split}_clips']) for split, value in clips.items()}
-  report = run(workdir, c, data_dir, manual_dir, clips)
+  c, workdir = flags.FLAGS.config, pathlib.Path(flags.FLAGS.workdir)
+  report = run(workdir, c, *data_flags(c, workdir))
   text = cmu_report.report_markdown(report)
   reporting.write_json(report, str(workdir / 'cmu_accuracy.json'))
   (workdir / 'cmu_accuracy.md').write_text(text)

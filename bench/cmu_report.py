@@ -82,10 +82,18 @@ def _fmt(value: Any, digits: int = 1) -> str:
   return f'{value:.{digits}f}'
 
 
-def _stat(stats: Mapping[str, Any]) -> str:
+def format_stats(stats: Mapping[str, Any]) -> str:
+  """'mean (min–max)' of `seed_stats`, or '-'."""
   if stats['mean'] is None:
     return '-'
   return f'{stats["mean"]:.1f} ({stats["min"]:.1f}–{stats["max"]:.1f})'
+
+
+def imputation_source_name(key: str) -> str:
+  """The table name of a `stage_evals.hidden_joint_imputation` key."""
+  if key.endswith('_lifter'):
+    return LIFTER_NAMES[key[:-len('_lifter')]]
+  return key.replace('_', ' ')
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
@@ -106,7 +114,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
               '|---|' + '---|' * len(levels)]
     for lifter, table in report['lifters'].items():
       lines.append(f'| {LIFTER_NAMES[lifter]} | '
-                   + ' | '.join(_stat(table[level][key]) for level in levels) + ' |')
+                   + ' | '.join(format_stats(table[level][key]) for level in levels) + ' |')
     lines.append('')
   subjects = report['dataset']['test_subjects']
   lines += ['**MPJPE per test subject** (mm, mean over seeds)', '',
@@ -185,10 +193,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
               '| source | ' + ' | '.join(hidden_levels) + ' |',
               '|---|' + '---|' * len(hidden_levels)]
     for key in imputation[hidden_levels[0]]:
-      name = (LIFTER_NAMES[key[:-len('_lifter')]] if key.endswith('_lifter')
-              else key.replace('_', ' '))
-      lines.append(f'| {name} | ' + ' | '.join(_fmt(imputation[level][key])
-                                                for level in hidden_levels) + ' |')
+      lines.append(f'| {imputation_source_name(key)} | ' + ' | '.join(
+          _fmt(imputation[level][key]) for level in hidden_levels) + ' |')
   on_train = report['diagnosis']['hiarm_on_train']
   lines += ['', f'HiARM on training examples (1 in {s["train_eval_stride"]}): fine '
             'px ' + ', '.join(f'{l} {_fmt(on_train[l]["generated_fine_px"])}'

@@ -66,6 +66,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     train_draws: a directory of stored augmented draws (`augmented_draws`); when set,
       training reads its rows (already augmented, with generated hierarchies) instead
       of augmenting `train_split` itself.
+    eval_occlusion: the occlusion level (`augment.OCCLUSION_LEVELS`) of the training
+      loop's evaluations; '' evaluates clean input.
   """
   return ml_collections.ConfigDict(dict(
       name='synthetic_poses/tiny',
@@ -79,6 +81,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       cache_max_examples=200_000,
       augment=augment.default_augment_config(),
       train_draws='',
+      eval_occlusion='',
   ))
 
 

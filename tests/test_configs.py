@@ -249,8 +249,8 @@ def test_best_metrics_are_evaluated(monkeypatch):
 
 @pytest.mark.skipif(
     not os.environ.get('HIPART_SLOW_TESTS'),
-    reason='trains and evaluates fourteen runs in a subprocess (about four minutes of '
-           'CPU); set HIPART_SLOW_TESTS=1 to run it')
+    reason='trains and evaluates fourteen runs and two hidden-joint regressors in '
+           'subprocesses (about five minutes of CPU); set HIPART_SLOW_TESTS=1 to run it')
 def test_cmu_accuracy_smoke(tmp_path):
   """The benchmark's whole path (build, train, draws, evaluate, report) on the dummy clips."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
@@ -288,3 +288,15 @@ def test_cmu_accuracy_smoke(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((tmp_path / 'cmu_accuracy.json').read_text())['lifters'] == (
       report['lifters'])
+  # The hidden-joint regressor on the benchmark's draws, beside its imputation table.
+  bound = subprocess.run(
+      [sys.executable, '-m', 'bench.imputation_bound',
+       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert bound.returncode == 0, bound.stderr[-3000:]
+  bound_report = json.loads((tmp_path / 'imputation_bound.json').read_text())
+  assert set(bound_report['px']) == {'hidden_joint_regressor_seed0',
+                                     'hidden_joint_regressor_seed1'}
+  for splits in bound_report['px'].values():
+    assert list(splits['test']) == ['one_limb'] and splits['test']['one_limb'] > 0
+  assert 'hiarm generated' in (tmp_path / 'imputation_bound.md').read_text()

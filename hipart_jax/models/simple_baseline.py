@@ -11,6 +11,9 @@ adds.
 
 The norm is LayerNorm rather than the paper's BatchNorm: it has no batch statistics to
 carry through the trainer, and behaves the same in training and evaluation.
+
+`HiddenJointRegressor` is the same trunk read out in the image instead: a diagnostic
+that guesses the hidden input joints (`bench/imputation_bound.py`).
 """
 
 from __future__ import annotations
@@ -96,3 +99,36 @@ class SimpleBaseline(nn.Module):
     pose = nn.Dense(skeleton.NUM_JOINTS * 3, kernel_init=nn.initializers.zeros,
                     name='head')(x).reshape(batch, -1, 3)
     return pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
+
+
+class HiddenJointRegressor(nn.Module):
+  """The SimpleBaseline trunk regressing the input joints in the image: a diagnostic.
+
+  Trained on the joints the input hides (`bench/imputation_bound.py`), it is the best
+  deterministic guess of them from what the input shows, and so measures the most that a
+  greedy hierarchy, itself a function of the input, can tell a lifter about them. The
+  head is zero at init and adds to the input points, so visible joints start exact.
+
+  Attributes: `width`, `num_blocks`, `dropout`, as for `SimpleBaseline`.
+  """
+
+  width: int = 1024
+  num_blocks: int = 2
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray, *,
+               train: bool = False) -> jnp.ndarray:
+    """[B, 17, 2] joints (model frame), [B, 17] confidence → [B, 17, 2] joints."""
+    batch = inputs_2d.shape[0]
+    chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
+    chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
+    inputs = jnp.concatenate([inputs_2d.reshape(batch, -1), inputs_confidence], -1)
+    x = nn.Dense(self.width, name='embedding')(inputs)  # [B, width] from [B, 17 * 3]
+    x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    for i in range(self.num_blocks):
+      x = ResidualBlock(self.dropout, name=f'block_{i}')(x, train=train)
+    offsets = nn.Dense(skeleton.NUM_JOINTS * 2, kernel_init=nn.initializers.zeros,
+                       name='head')(x)
+    return inputs_2d + offsets.reshape(batch, skeleton.NUM_JOINTS, 2)

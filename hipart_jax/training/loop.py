@@ -54,7 +54,8 @@ def _make_data(config, train_source, eval_source, hierarchy):
         seed=config.seed, **layout)
   make_eval_batches = functools.partial(
       input_pipeline.eval_batches, eval_source, hierarchy, data,
-      global_batch_size=config.eval_batch_size, **layout)
+      global_batch_size=config.eval_batch_size,
+      occlusion=data.get('eval_occlusion') or None, **layout)
   return train_batches, make_eval_batches, hierarchy
 
 
