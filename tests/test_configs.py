@@ -254,11 +254,15 @@ def test_best_metrics_are_evaluated(monkeypatch):
 def test_cmu_accuracy_smoke(tmp_path):
   """The benchmark's whole path (build, train, draws, evaluate, report) on the dummy clips."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  result = subprocess.run(
-      [sys.executable, '-m', 'bench.cmu_accuracy',
-       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
+
+  def run_smoke(module):
+    result = subprocess.run(
+        [sys.executable, '-m', module, '--config=launch/configs/cmu_benchmark.py:smoke',
+         f'--workdir={tmp_path}'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  run_smoke('bench.cmu_accuracy')
   report = json.loads((tmp_path / 'cmu_accuracy.json').read_text())
   # Dummy clips: 9 frames each, every 4th kept, 4 cameras; 10 / 2 / 3 clips per split.
   assert report['dataset']['train_examples'] == 10 * 3 * 4
@@ -281,19 +285,11 @@ def test_cmu_accuracy_smoke(tmp_path):
       'mlp_lifter', 'transformer_lifter'}
   assert report['timings']['draws'] > 0
   # A rerun trains nothing and reports the same lifters.
-  again = subprocess.run(
-      [sys.executable, '-m', 'bench.cmu_accuracy',
-       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-  assert again.returncode == 0, again.stderr[-3000:]
+  run_smoke('bench.cmu_accuracy')
   assert json.loads((tmp_path / 'cmu_accuracy.json').read_text())['lifters'] == (
       report['lifters'])
   # The hidden-joint regressor on the benchmark's draws, beside its imputation table.
-  bound = subprocess.run(
-      [sys.executable, '-m', 'bench.imputation_bound',
-       '--config=launch/configs/cmu_benchmark.py:smoke', f'--workdir={tmp_path}'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-  assert bound.returncode == 0, bound.stderr[-3000:]
+  run_smoke('bench.imputation_bound')
   bound_report = json.loads((tmp_path / 'imputation_bound.json').read_text())
   assert set(bound_report['px']) == {'hidden_joint_regressor_seed0',
                                      'hidden_joint_regressor_seed1'}
