@@ -11,8 +11,9 @@ directly: the SimpleBaseline trunk regressing the hidden 2D joints
 on the benchmark's stored draws with the lifters' steps, batch size, schedule and seeds.
 Its training curve is evaluated with one limb hidden on the validation split. It reports
 px per hidden joint on the validation and test subsets of the benchmark's tables (1
-example in `eval_stride`), beside the benchmark's own `hidden_joint_imputation` figures
-(HiARM's generation, a perfect HiARM's, each lifter's) when its report is there.
+example in `eval_stride`), beside the benchmark's HiARM on the validation subset and the
+benchmark's own `hidden_joint_imputation` figures on the test subset (HiARM's
+generation, a perfect HiARM's, each lifter's) when its report is there.
 
 Writes `<workdir>/imputation_bound.json` and `.md`. The runs (`hidden_joint_regressor_seed*`)
 checkpoint and resume like the benchmark's stages.
@@ -133,6 +134,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
   levels = tuple(c.occlusion_levels)
   out: dict[str, Any] = {'settings': c.to_dict(), 'machine': reporting.machine_info(),
                          'px': {}, 'curves': {}, 'seconds': {}}
+  runs = cmu_accuracy.stage_configs(c, workdir, data, num_actions=0)
   for seed in c.seeds:
     config = regressor_config(c, workdir, data, seed)
     name = run_name(seed)
@@ -149,6 +151,13 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
                        for split, source in splits.items()}
     out['curves'][name] = [(r['step'], r['eval/loss']) for r in
                            cmu_accuracy.eval_records(workdir / name) if 'eval/loss' in r]
+  # The benchmark's HiARM on the validation subset too: the split choices are made on.
+  first = cmu_accuracy.hiarm_run(c.orderings[0])
+  hiarm = stage_evals.evaluate_hiarm(
+      runs[first], workdir / first, splits[c.validation_split], hierarchy, levels, seed=0,
+      timing_calls=0)
+  out['hiarm_validation'] = {level: hiarm[level]['hidden_sparse_px'] for level in levels
+                             if hiarm[level]['hidden_sparse_px'] is not None}
   benchmark = workdir / 'cmu_accuracy.json'
   if benchmark.exists():
     out['benchmark_hidden_joint_imputation'] = json.loads(benchmark.read_text())[
@@ -171,6 +180,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     cells = [cmu_report.format_stats(cmu_report.seed_stats(
         [report['px'][name][split][level] for name in runs])) for level in levels]
     lines.append(f'| hidden-joint regressor | {split} | ' + ' | '.join(cells) + ' |')
+  lines.append(f'| hiarm generated | {c["validation_split"]} | ' + ' | '.join(
+      f'{report["hiarm_validation"][level]:.1f}' for level in levels) + ' |')
   for source, by_level in _by_source(report.get('benchmark_hidden_joint_imputation', {})):
     cells = [f'{by_level[level]:.1f}' if level in by_level else '-' for level in levels]
     lines.append(f'| {cmu_report.imputation_source_name(source)} | {c["test_split"]} | '

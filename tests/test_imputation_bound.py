@@ -91,11 +91,13 @@ def test_report_lists_the_regressor_per_split_beside_the_benchmark():
       validation_split='validation', test_split='test')).to_dict()
   px = {imputation_bound.run_name(s): {'validation': {'one_limb': 10.0 + s},
                                        'test': {'one_limb': 12.0 + s}} for s in (0, 1)}
-  report = dict(settings=settings, px=px, benchmark_hidden_joint_imputation={
-      'one_limb': {'hiarm_generated': 18.3, 'mlp_lifter': 17.2}})
+  benchmark = {'one_limb': {'hiarm_generated': 18.3, 'mlp_lifter': 17.2}}
+  report = dict(settings=settings, px=px, hiarm_validation={'one_limb': 25.0},
+                benchmark_hidden_joint_imputation=benchmark)
   text = imputation_bound.report_markdown(report)
   assert '| hidden-joint regressor | validation | 10.5 (10.0–11.0) |' in text
   assert '| hidden-joint regressor | test | 12.5 (12.0–13.0) |' in text
+  assert '| hiarm generated | validation | 25.0 |' in text
   assert '| hiarm generated | test | 18.3 |' in text
   assert '| SimpleBaseline MLP (baseline) | test | 17.2 |' in text
   assert 'none' not in text.splitlines()[2]  # Clean input hides no joint.
