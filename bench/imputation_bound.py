@@ -62,41 +62,36 @@ class HiddenJointRegressorStage:
     return {'params': self.model.init(rng, batch['inputs_2d'],
                                       batch['inputs_confidence'])['params']}
 
-  def _hidden_distances(self, params, batch, rng, train):
-    """([B, 17] distance to the truth, [B, 17] hidden and valid, [] valid count)."""
-    pred = self.model.apply({'params': params}, batch['inputs_2d'],
-                            batch['inputs_confidence'], train=train,
-                            rngs={'dropout': rng})
-    # The epsilon keeps the gradient finite at a zero distance.
-    distance = jnp.sqrt(jnp.sum((pred - batch['sparse_2d']) ** 2, -1) + 1e-12)
-    hidden = (~batch['visible']) & batch['valid'][:, None]
-    return distance, hidden, jnp.maximum(jnp.sum(batch['valid']), 1)
+  def _predict(self, params, batch, rng, train):
+    return self.model.apply({'params': params}, batch['inputs_2d'],
+                            batch['inputs_confidence'], train=train, rngs={'dropout': rng})
 
   def loss_fn(self, params, collections, batch, rng, train):
-    distance, hidden, count = self._hidden_distances(params, batch, rng, train)
-    loss = jnp.sum(jnp.where(hidden, distance, 0.0)) / count
+    pred = self._predict(params, batch, rng, train)
+    # The epsilon keeps the gradient finite at a zero distance.
+    distance = jnp.sqrt(jnp.sum((pred - batch['sparse_2d']) ** 2, -1) + 1e-12)
+    loss = stage_evals.sum_over_hidden(distance, batch)
     return loss, ({'hidden_distance_per_example': loss}, collections)
 
   def eval_metrics(self, variables, batch):
-    distance, hidden, count = self._hidden_distances(variables['params'], batch,
-                                                     jax.random.key(0), False)
-    pixels = distance * (batch['norm_scale'] * batch['image_size'][:, 0] / 2)[:, None]
-    return {'loss': jnp.sum(jnp.where(hidden, distance, 0.0)) / count,
-            'hidden_px_per_example': jnp.sum(jnp.where(hidden, pixels, 0.0)) / count,
-            'hidden_joints_per_example': jnp.sum(hidden) / count}
+    pred = self._predict(variables['params'], batch, jax.random.key(0), False)
+    return {'loss': stage_evals.sum_over_hidden(
+                jnp.linalg.norm(pred - batch['sparse_2d'], axis=-1), batch),
+            'hidden_px_per_example': stage_evals.sum_over_hidden(
+                stage_evals.image_px(pred, batch), batch),
+            'hidden_joints_per_example': stage_evals.sum_over_hidden(
+                jnp.ones_like(batch['visible'], jnp.float32), batch)}
 
 
 def run_name(seed: int) -> str:
   return f'{STAGE}_seed{seed}'
 
 
-def regressor_config(c: ml_collections.ConfigDict, workdir: pathlib.Path,
-                     data: ml_collections.ConfigDict, seed: int
+def regressor_config(c: ml_collections.ConfigDict, mlp_run: ml_collections.ConfigDict
                      ) -> ml_collections.ConfigDict:
-  """The MLP baseline's run config of `seed` (draws, steps, batch, schedule), for this
-  stage: the MLP's width, depth and dropout, evaluated with one limb hidden."""
-  runs = cmu_accuracy.stage_configs(c, workdir, data, num_actions=0)
-  config = runs[cmu_accuracy.lifter_run('mlp', seed)]
+  """The MLP baseline's run config of one seed (draws, steps, batch, schedule), for
+  this stage: the MLP's width, depth and dropout, evaluated with one limb hidden."""
+  config = mlp_run.copy_and_resolve_references()
   config.stage = STAGE
   mlp = c.lifters.mlp
   config.model = ml_collections.ConfigDict(dict(
@@ -136,7 +131,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
                          'px': {}, 'curves': {}, 'seconds': {}}
   runs = cmu_accuracy.stage_configs(c, workdir, data, num_actions=0)
   for seed in c.seeds:
-    config = regressor_config(c, workdir, data, seed)
+    config = regressor_config(c, runs[cmu_accuracy.lifter_run('mlp', seed)])
     name = run_name(seed)
     stage = HiddenJointRegressorStage(config.model)
     if not cmu_accuracy.is_finished(workdir / name, config.num_train_steps):

@@ -67,6 +67,20 @@ class Strided(collections.abc.Sequence):
 EvalState = collections.namedtuple('EvalState', ['params', 'collections'])
 
 
+def sum_over_hidden(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """[B, 17] per-joint values → [] their sum over the joints the input hides, per valid
+  example. Over a split, its ratio to the same sum of ones is the mean per hidden joint."""
+  hidden = (~batch['visible']) & batch['valid'][:, None]
+  return jnp.sum(jnp.where(hidden, values, 0.0)) / jnp.maximum(jnp.sum(batch['valid']), 1)
+
+
+def image_px(points_2d: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """[B, 17] px between model-frame points [B, 17, 2] and the true input joints."""
+  pixels_per_unit = batch['norm_scale'] * batch['image_size'][:, 0] / 2  # [B]
+  return (jnp.linalg.norm(points_2d - batch['sparse_2d'], axis=-1)
+          * pixels_per_unit[:, None])
+
+
 class HiARMEval:
   """HiARM evaluation with one greedy generation per batch.
 
@@ -95,12 +109,10 @@ class HiARMEval:
     # The generated sparse joints where the input hid them: how well HiARM imagines
     # what the lifter cannot see. Both are per valid example, so that their ratio over
     # a split (`hidden_sparse_px`) is the mean over its hidden joints.
-    hidden = (~batch['visible']) & batch['valid'][:, None]  # [B, 17]
-    distance = jnp.linalg.norm(recon['sparse'] - batch['sparse_2d'], axis=-1)
-    pixels = distance * (batch['norm_scale'] * batch['image_size'][:, 0] / 2)[:, None]
-    count = jnp.maximum(jnp.sum(batch['valid']), 1)
-    out['hidden_sparse_px_per_example'] = jnp.sum(jnp.where(hidden, pixels, 0.0)) / count
-    out['hidden_joints_per_example'] = jnp.sum(hidden) / count
+    out['hidden_sparse_px_per_example'] = sum_over_hidden(image_px(recon['sparse'], batch),
+                                                          batch)
+    out['hidden_joints_per_example'] = sum_over_hidden(
+        jnp.ones_like(batch['visible'], jnp.float32), batch)
     return out
 
 
@@ -255,20 +267,14 @@ class HiddenJointImputation:
     inputs, confidence = batch['inputs_2d'], batch['inputs_confidence']
     generated = jax.tree.map(lambda x: x[:, 0], hipart.generate_hierarchy(
         model.msst, model.hiarm, variables, inputs, confidence, jax.random.key(0)))
-    hidden = (~batch['visible']) & batch['valid'][:, None]  # [B, 17]
-    pixels_per_unit = (batch['norm_scale'] * batch['image_size'][:, 0] / 2)[:, None]
-    count = jnp.maximum(jnp.sum(batch['valid']), 1)
-
-    def hidden_px(points_2d):
-      distance = jnp.linalg.norm(points_2d - batch['sparse_2d'], axis=-1) * pixels_per_unit
-      return jnp.sum(jnp.where(hidden, distance, 0.0)) / count
-
+    hidden_px = lambda points_2d: sum_over_hidden(image_px(points_2d, batch), batch)
     # The fit reads the visible joints where the models read them: the input.
     fit = lambda pose: fit_to_image(pose, inputs, (confidence > 0).astype(jnp.float32))
     tokenized = hipart.tokenized_hierarchy(
         model.msst, variables['frozen_msst'],
         {level: batch[f'{level}_2d'] for level in skeleton.LEVELS})
-    out = {'hidden_joints': jnp.sum(hidden) / count,
+    out = {'hidden_joints': sum_over_hidden(jnp.ones_like(batch['visible'], jnp.float32),
+                                            batch),
            'hiarm_generated': hidden_px(generated['sparse']),
            'tokenized_truth': hidden_px(tokenized['sparse']),
            'fit_of_the_true_3d': hidden_px(fit(batch['sparse_3d']))}

@@ -45,6 +45,30 @@ class ResidualBlock(nn.Module):
     return x + y
 
 
+def embed_input_joints(inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray,
+                       width: int) -> jnp.ndarray:
+  """[B, 17, 2] joints, [B, 17] confidence → [B, width]: the 'embedding' layer.
+
+  Like `residual_trunk`, it is called inside a compact `__call__`, so its layer belongs
+  to (and is named in) the calling module.
+  """
+  batch = inputs_2d.shape[0]
+  chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
+  chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
+  inputs = jnp.concatenate([inputs_2d.reshape(batch, -1), inputs_confidence], -1)
+  return nn.Dense(width, name='embedding')(inputs)
+
+
+def residual_trunk(x: jnp.ndarray, *, num_blocks: int, dropout: float,
+                   train: bool) -> jnp.ndarray:
+  """[B, C] embedding → [B, C]: norm, ReLU, dropout, then the residual blocks."""
+  x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
+  x = nn.Dropout(dropout, deterministic=not train)(x)
+  for i in range(num_blocks):
+    x = ResidualBlock(dropout, name=f'block_{i}')(x, train=train)
+  return x
+
+
 class SimpleBaseline(nn.Module):
   """2D points → root-relative 3D pose (meters), the Martinez et al. MLP.
 
@@ -73,10 +97,7 @@ class SimpleBaseline(nn.Module):
       raise ValueError(f'SimpleBaseline.mode={self.mode!r}; expected one of '
                        f'{lifter_lib.LIFTER_MODES}')
     batch = inputs_2d.shape[0]
-    chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
-    chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
-    inputs = jnp.concatenate([inputs_2d.reshape(batch, -1), inputs_confidence], -1)
-    x = nn.Dense(self.width, name='embedding')(inputs)  # [B, width] from [B, 17 * 3]
+    x = embed_input_joints(inputs_2d, inputs_confidence, self.width)
     if self.mode != 'sparse':
       if hierarchy_2d is None:
         raise ValueError(f'SimpleBaseline(mode={self.mode!r}) needs hierarchy_2d')
@@ -89,10 +110,7 @@ class SimpleBaseline(nn.Module):
       # sparse baseline and learns what the hierarchy adds to the exact input joints.
       x = x + nn.Dense(self.width, kernel_init=nn.initializers.zeros,
                        name='hierarchy_embedding')(jnp.concatenate(levels, -1))
-    x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    for i in range(self.num_blocks):
-      x = ResidualBlock(self.dropout, name=f'block_{i}')(x, train=train)
+    x = residual_trunk(x, num_blocks=self.num_blocks, dropout=self.dropout, train=train)
     # A zero head starts every pose at the root: with the default init the first
     # outputs are about a meter off, and clipped gradients take hundreds of steps to
     # bring them back.
@@ -120,15 +138,8 @@ class HiddenJointRegressor(nn.Module):
   def __call__(self, inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
     """[B, 17, 2] joints (model frame), [B, 17] confidence → [B, 17, 2] joints."""
-    batch = inputs_2d.shape[0]
-    chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
-    chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
-    inputs = jnp.concatenate([inputs_2d.reshape(batch, -1), inputs_confidence], -1)
-    x = nn.Dense(self.width, name='embedding')(inputs)  # [B, width] from [B, 17 * 3]
-    x = nn.relu(nn.LayerNorm(name='embedding_norm')(x))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    for i in range(self.num_blocks):
-      x = ResidualBlock(self.dropout, name=f'block_{i}')(x, train=train)
+    x = embed_input_joints(inputs_2d, inputs_confidence, self.width)
+    x = residual_trunk(x, num_blocks=self.num_blocks, dropout=self.dropout, train=train)
     offsets = nn.Dense(skeleton.NUM_JOINTS * 2, kernel_init=nn.initializers.zeros,
                        name='head')(x)
-    return inputs_2d + offsets.reshape(batch, skeleton.NUM_JOINTS, 2)
+    return inputs_2d + offsets.reshape(inputs_2d.shape)
