@@ -96,6 +96,14 @@ def imputation_source_name(key: str) -> str:
   return key.replace('_', ' ')
 
 
+def _decoded(settings: Mapping[str, Any]) -> str:
+  """How the report's generated hierarchies were decoded (HiARM's code_temperature)."""
+  temperature = settings.get('hiarm', {}).get('model', {}).get('code_temperature', 0.0)
+  if not temperature:
+    return 'decoded'
+  return f'each token decoded as its expected code at code_temperature {temperature}'
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
   s = report['settings']
   levels = list(s['occlusion_levels'])
@@ -159,8 +167,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         _fmt(by_occlusion[o][f'recon_{level}_px']) for o in levels) + ' |')
   lines += ['', f'Codebook usage sparse {_fmt(msst.get("usage_sparse"), 3)}, dense '
             f'{_fmt(msst.get("usage_dense"), 3)}.', '',
-            f'**HiARM per ordering**: greedy generation, decoded; error (px) per level and '
-            'generated token accuracy (sparse / dense), 1 test example in '
+            f'**HiARM per ordering**: greedy generation, {_decoded(s)}; error (px) per '
+            'level and generated token accuracy (sparse / dense), 1 test example in '
             f'{s["eval_stride"]}', '',
             '| ordering | steps | occlusion | sparse px | dense px | fine px | hidden joints '
             'px | gen acc |', '|---|---|---|---|---|---|---|---|']

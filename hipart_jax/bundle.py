@@ -93,6 +93,13 @@ def _greedy_predict(model: hipart.HiPART, variables: Mapping[str, Any]):
   return predict
 
 
+def _decoding_description(model: hipart.HiPART) -> str:
+  text = 'greedy (temperature 0), one hypothesis'
+  if model.hiarm is not None and model.hiarm.code_temperature > 0:
+    text += f', expected code vectors at code_temperature {model.hiarm.code_temperature}'
+  return text
+
+
 def _calling_convention(model: hipart.HiPART, batch_size: int,
                         platforms: Sequence[str]) -> dict[str, Any]:
   b, j = batch_size, skeleton.NUM_JOINTS
@@ -106,7 +113,7 @@ def _calling_convention(model: hipart.HiPART, batch_size: int,
                                     coordinate_frame=provenance.COORDINATE_FRAME_PIXELS)
   return dict(
       file=PREDICT_FILE, batch_size=b, platforms=list(platforms),
-      decoding='greedy (temperature 0), one hypothesis',
+      decoding=_decoding_description(model),
       inputs=[dict(name='keypoints', shape=[b, j, 2], dtype='float32',
                    units=provenance.UNITS_PIXELS, joint_order='h36m17'),
               dict(name='confidence', shape=[b, j], dtype='float32',

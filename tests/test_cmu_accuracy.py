@@ -155,7 +155,8 @@ def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
                              'transformer_lifter': 19.3}}
   report = dict(
       settings=dict(occlusion_levels=levels, seeds=[0, 1], lifter_steps=2,
-                    lifter_batch_size=4, num_draws=1, eval_stride=4, train_eval_stride=8),
+                    lifter_batch_size=4, num_draws=1, eval_stride=4, train_eval_stride=8,
+                    hiarm=dict(model=dict(code_temperature=0.7))),
       dataset=dict(name='cmu', train_examples=1, validation_examples=1, test_examples=1,
                    test_subjects=[]),
       lifter_epochs=1.0, lifters=lifters,
@@ -169,3 +170,4 @@ def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
   assert '| source | one_limb |' in text
   assert '| hiarm generated | 25.0 |' in text
   assert '| SimpleBaseline MLP (baseline) | 17.2 |' in text
+  assert 'each token decoded as its expected code at code_temperature 0.7' in text

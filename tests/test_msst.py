@@ -242,3 +242,33 @@ def test_default_size_is_about_a_million_parameters():
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
   print(f'MSST parameters (width 128, 2 blocks): {count}')
   assert 300_000 < count < 1_200_000
+
+
+def test_decode_expected_is_decode_at_one_hot_and_linear_in_the_codes():
+  """One-hot distributions decode as their ids; a 50/50 mixture of two codes decodes the
+  midpoint of their vectors (the decoders see the expected code vector)."""
+  model, variables = _model_and_variables('default')
+  h = HIERARCHIES['default']
+  rng = np.random.default_rng(0)
+  sparse_ids = rng.integers(0, model.sparse_codebook_size, (B, h.num_sparse))
+  dense_ids = rng.integers(0, model.dense_codebook_size, (B, h.num_dense))
+  one_hot = lambda ids, k: jax.nn.one_hot(ids, k)
+  decode = jax.jit(functools.partial(model.apply, method=model.decode))
+  decode_expected = jax.jit(functools.partial(model.apply, method=model.decode_expected))
+  expected = decode_expected(variables, one_hot(sparse_ids, model.sparse_codebook_size),
+                             one_hot(dense_ids, model.dense_codebook_size))
+  decoded = decode(variables, sparse_ids, dense_ids)
+  for level in ('sparse', 'dense', 'fine'):
+    np.testing.assert_allclose(expected[level], decoded[level], rtol=1e-5, atol=1e-6)
+  other = (sparse_ids + 1) % model.sparse_codebook_size
+  half = 0.5 * (one_hot(sparse_ids, model.sparse_codebook_size)
+                + one_hot(other, model.sparse_codebook_size))
+  mixed = decode_expected(variables, half, one_hot(dense_ids, model.dense_codebook_size))
+  codebook = variables[VQ]['sparse_quantizer']['codebook']
+  midpoint = 0.5 * (codebook[sparse_ids] + codebook[other])
+  reference = model.apply(variables, midpoint, jnp.take(
+      variables[VQ]['dense_quantizer']['codebook'], dense_ids, axis=0), False,
+                          method=model._decode_tokens)  # pylint: disable=protected-access
+  for level in ('sparse', 'dense', 'fine'):
+    np.testing.assert_allclose(mixed[level], reference[level], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(mixed['sparse'], decoded['sparse'], atol=1e-4)

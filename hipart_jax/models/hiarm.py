@@ -152,6 +152,10 @@ class HiARM(nn.Module):
       blocks, a zero-initialized [S, C] readout, so training starts from the per-joint
       model).
     condition_mlp_depth: residual blocks of that MLP.
+    code_temperature: how generation turns HiARM's output into a hierarchy, not used by
+      the network: 0 decodes the generated codes; > 0 decodes each token's expected
+      code vector under softmax(logits / code_temperature) (`hipart.decode_generated`).
+      The generated tokens still drive the autoregression either way.
   """
 
   hierarchy: skeleton.Hierarchy
@@ -167,6 +171,7 @@ class HiARM(nn.Module):
   embedding_stddev: float = 0.02
   condition_mlp_width: int = 0
   condition_mlp_depth: int = 2
+  code_temperature: float = 0.0
 
   @property
   def decoding_order(self) -> orderings.Ordering:

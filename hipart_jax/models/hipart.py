@@ -2,7 +2,8 @@
 
     keypoints (pixels) → screen-normalized → model frame (input bounding box)
       → HiARM generation (ordering, temperature, top-k, K hypotheses)
-      → MSST decoding (sparse / dense / fine 2D) → lifter → root-relative 3D (meters)
+      → MSST decoding of the codes or their expected vectors (sparse / dense / fine 2D)
+      → lifter → root-relative 3D (meters)
 
 `HiPART` bundles the three modules; `from_meta` rebuilds it from a lifter checkpoint's
 meta (`checkpoints.load_hipart` loads both). `predict` is a pure function of
@@ -130,6 +131,37 @@ def tokenized_hierarchy(msst: msst_lib.MSST, msst_variables: Any,
   return msst.apply(msst_variables, *ids, method=msst_lib.MSST.decode)
 
 
+def decode_generated(msst: msst_lib.MSST, msst_variables: Any, hiarm: hiarm_lib.HiARM,
+                     generated: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """`decoding.generate`'s output → poses in the model frame, as `hiarm.code_temperature`
+  says: the generated codes (0), or each token's expected code vector.
+
+  Why expected codes: where HiARM is unsure (a hidden limb), the mean of its candidate
+  codes lands nearer the truth on average than the single most likely one.
+
+  Args:
+    generated: 'sparse_ids' [..., S] and 'dense_ids' [..., D]; with code_temperature > 0
+      also 'sparse_logits' [..., S, Vs] and 'dense_logits' [..., D, Vd].
+  Returns:
+    {'sparse': [..., S, 2], 'dense': [..., D, 2], 'fine': [..., F, 2]}.
+  """
+  temperature = hiarm.code_temperature
+  if temperature < 0:
+    raise ValueError(f'HiARM code_temperature must be >= 0, got {temperature}')
+  if temperature == 0:
+    return decode_tokens(msst, msst_variables, generated['sparse_ids'],
+                         generated['dense_ids'])
+  if 'sparse_logits' not in generated:
+    raise ValueError(f'code_temperature={temperature} decodes expected codes: generate '
+                     'with return_logits=True')
+  lead = generated['sparse_ids'].shape[:-1]
+  probs = [jax.nn.softmax(generated[f'{level}_logits'].astype(jnp.float32) / temperature,
+                          axis=-1) for level in ('sparse', 'dense')]
+  flat = lambda x: x.reshape((-1,) + x.shape[len(lead):])
+  recon = msst.apply(msst_variables, *map(flat, probs), method=msst_lib.MSST.decode_expected)
+  return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), recon)
+
+
 def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
                        variables: Mapping[str, Any], inputs_2d: jax.Array,
                        inputs_confidence: jax.Array, rng: jax.Array, *,
@@ -138,20 +170,21 @@ def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
   """Frozen MSST + HiARM: input joints → K generated hierarchies in the model frame.
 
   Args:
-    msst, hiarm: the frozen modules.
+    msst, hiarm: the frozen modules (`hiarm.code_temperature`: see `decode_generated`).
     variables: {'frozen_msst': variables, 'frozen_hiarm': variables, ...}.
     inputs_2d: [B, 17, 2] model frame; inputs_confidence: [B, 17].
     rng: sampling key (unused when temperature == 0).
+    temperature, top_k: HiARM's sampling of the tokens (`decoding.sample_tokens`).
   Returns:
     {'sparse': [B, K, S, 2], 'dense': [B, K, D, 2], 'fine': [B, K, F, 2]}, without
     gradients (the generator is frozen).
   """
   generated = decoding.generate(hiarm, variables['frozen_hiarm'], inputs_2d,
                                 inputs_confidence, rng, temperature=temperature,
-                                top_k=top_k, num_samples=num_samples)
-  recon = decode_tokens(msst, variables['frozen_msst'], generated['sparse_ids'],
-                        generated['dense_ids'])
-  return jax.lax.stop_gradient(recon)
+                                top_k=top_k, num_samples=num_samples,
+                                return_logits=hiarm.code_temperature > 0)
+  return jax.lax.stop_gradient(decode_generated(msst, variables['frozen_msst'], hiarm,
+                                                generated))
 
 
 def lift(model: HiPART, variables: Mapping[str, Any], inputs_2d: jax.Array,

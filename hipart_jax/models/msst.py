@@ -286,3 +286,20 @@ class MSST(nn.Module):
     chex.assert_shape(dense_ids, (sparse_ids.shape[0], h.num_dense))
     return self._decode_tokens(self.sparse_quantizer.lookup(sparse_ids),
                                self.dense_quantizer.lookup(dense_ids), False)
+
+  def decode_expected(self, sparse_probs: jnp.ndarray, dense_probs: jnp.ndarray
+                      ) -> dict[str, jnp.ndarray]:
+    """Poses from distributions over the codes: each token is its expected code vector
+    (eval mode; one-hot distributions give `decode`).
+
+    Args:
+      sparse_probs: [B, S, Ks], dense_probs: [B, D, Kd], each summing to 1 over codes.
+    Returns:
+      {'sparse': [B, S, 2], 'dense': [B, D, 2], 'fine': [B, F, 2]}.
+    """
+    h = self.hierarchy
+    chex.assert_shape(sparse_probs, (None, h.num_sparse, self.sparse_codebook_size))
+    chex.assert_shape(dense_probs, (sparse_probs.shape[0], h.num_dense,
+                                    self.dense_codebook_size))
+    return self._decode_tokens(self.sparse_quantizer.expected_code(sparse_probs),
+                               self.dense_quantizer.expected_code(dense_probs), False)

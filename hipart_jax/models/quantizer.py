@@ -94,6 +94,11 @@ class VectorQuantizer(nn.Module):
     """Code vectors of integer ids: [...] -> [..., C]."""
     return jnp.take(self.codebook.value, ids, axis=0)
 
+  def expected_code(self, probs: jnp.ndarray) -> jnp.ndarray:
+    """The mean code vector under a distribution over the codes: [..., K] -> [..., C]."""
+    chex.assert_axis_dimension(probs, -1, self.num_codes)
+    return probs @ self.codebook.value
+
   def __call__(self, z: jnp.ndarray, mask: jnp.ndarray | None = None, *,
                train: bool) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Quantizes encoder vectors (and updates the codebook when training).

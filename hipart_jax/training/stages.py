@@ -180,9 +180,10 @@ class HiARMStage:
     loss, stage_metrics = self._losses(params, variables, batch, jax.random.key(0), False)
     stage_metrics['loss'] = loss
     generated = decoding.generate(self.model, params, batch['inputs_2d'],
-                                  batch['inputs_confidence'], jax.random.key(0))
-    recon = hipart.decode_tokens(self.msst, variables['frozen_msst'],
-                                 generated['sparse_ids'][:, 0], generated['dense_ids'][:, 0])
+                                  batch['inputs_confidence'], jax.random.key(0),
+                                  return_logits=self.model.code_temperature > 0)
+    recon = hipart.decode_generated(self.msst, variables['frozen_msst'], self.model,
+                                    jax.tree.map(lambda x: x[:, 0], generated))
     return {**stage_metrics, **level_errors(recon, batch, 'generated')}
 
 

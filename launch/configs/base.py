@@ -113,9 +113,10 @@ def msst_model(scale: str, num_actions: int) -> ml_collections.ConfigDict:
 
 def hiarm_model(scale: str, ordering: str) -> ml_collections.ConfigDict:
   # condition_mlp_width 0: the paper's per-joint condition embedding alone.
+  # code_temperature 0: the hierarchy decodes the generated codes, as in the paper.
   return ml_collections.ConfigDict(dict(ordering=ordering, embedding_stddev=0.02,
                                         condition_mlp_width=0, condition_mlp_depth=2,
-                                        **_HIARM[scale]))
+                                        code_temperature=0.0, **_HIARM[scale]))
 
 
 def lifter_model(scale: str, mode: str) -> ml_collections.ConfigDict:
