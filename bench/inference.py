@@ -16,12 +16,15 @@ Two more rows time the same pipeline (equal FLOPs) run as a CPU host runs it bes
 (hipart_jax/execution.py, `launch/configs/base.py:inference_execution`): 'pipeline_chunked'
 is `execution.predict_in_chunks`, C poses at a time on one device, and 'pipeline_devices'
 is `execution.predict` over every local device, each device in chunks of C; both with the
-lifter attention of the CPU plan (`execution.with_lifter_attention`). Outside smoke runs the process gets one CPU device
+lifter attention of the CPU plan (`execution.with_lifter_attention`).
+'pipeline_expected_codes' is the pipeline with HiARM's `code_temperature` set
+(`--code_temperature`): the cost of decoding expected codes, timed beside 'pipeline'. Outside smoke runs the process gets one CPU device
 per core (`--cpu_devices`); the other rows run on the first device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from absl import app
@@ -52,10 +55,15 @@ _CHUNK = flags.DEFINE_integer('inference_chunk_size', 16,
                               'pipeline_devices rows (only at larger batches).')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'CPU devices of this process '
                                     '(0: one per core; see hipart_jax/execution.py).')
+_CODE_TEMPERATURE = flags.DEFINE_float(
+    'code_temperature', 0.7, 'HiARM code_temperature of the pipeline_expected_codes row '
+    '(0.7: the CMU benchmark\'s); 0 leaves the row out.')
 
 SMOKE_BATCH_SIZES = (2,)
 SMOKE_CHUNK = 1
 STAGES = ('generation', 'decode', 'lift')
+# The pipeline run as a CPU host runs it best: the same FLOPs, in chunks.
+CHUNKED_ROWS = ('pipeline_chunked', 'pipeline_devices')
 
 
 def load_models(prefix: str, checkpoint: str | None, smoke: bool) -> dict[str, Any]:
@@ -74,7 +82,8 @@ def load_models(prefix: str, checkpoint: str | None, smoke: bool) -> dict[str, A
 
 
 def _compile_all(model: hipart.HiPART, variables: Any, batch: int, smoke: bool,
-                 chunk: int) -> dict[str, tuple[dict[str, Any], tuple]]:
+                 chunk: int, code_temperature: float
+                 ) -> dict[str, tuple[dict[str, Any], tuple]]:
   """Compiles the pipeline and each stage, feeding each stage the previous one's outputs.
 
   Returns:
@@ -94,6 +103,11 @@ def _compile_all(model: hipart.HiPART, variables: Any, batch: int, smoke: bool,
     return out[name][0]['compiled'](*dynamic)
 
   add('pipeline', hipart.predict, (model,), (variables, keypoints, confidence, size, key))
+  if code_temperature > 0:  # The same pipeline decoding expected codes, side by side.
+    expected = dataclasses.replace(model, hiarm=model.hiarm.clone(
+        code_temperature=code_temperature))
+    add('pipeline_expected_codes', hipart.predict, (expected,),
+        (variables, keypoints, confidence, size, key))
   devices = tuple(jax.local_devices())
   host_model = execution.with_lifter_attention(model, execution.Execution.for_backend(
       base.inference_execution()).lifter_attention)
@@ -116,17 +130,17 @@ def _compile_all(model: hipart.HiPART, variables: Any, batch: int, smoke: bool,
 
 
 def measure_batch(model: hipart.HiPART, variables: Any, batch: int, peak: float, *,
-                  repeats: int, min_time: float, smoke: bool, chunk: int
-                  ) -> list[dict[str, Any]]:
+                  repeats: int, min_time: float, smoke: bool, chunk: int,
+                  code_temperature: float = 0.0) -> list[dict[str, Any]]:
   """One row per function (pipeline, its variants and stages) at one batch size."""
-  compiled = _compile_all(model, variables, batch, smoke, chunk)
+  compiled = _compile_all(model, variables, batch, smoke, chunk, code_temperature)
   uncounted = dict(generation=decoding_bench.uncounted_scan_flops(
       model.hiarm, variables['frozen_hiarm'], batch))
-  uncounted['pipeline'] = uncounted['generation']
+  uncounted['pipeline'] = uncounted['pipeline_expected_codes'] = uncounted['generation']
   stats, thunks = {}, {}
   for name, (stat, args) in compiled.items():
     stat['flops'] += uncounted.get(name, 0.0)
-    if name.startswith('pipeline_'):  # Loop bodies and devices: count the pipeline's.
+    if name in CHUNKED_ROWS:  # Loop bodies and devices: count the pipeline's.
       stat['flops'] = stats['pipeline']['flops']
     stats[name] = stat
     thunks[name] = lambda c=stat['compiled'], a=args: c(*a)
@@ -143,16 +157,17 @@ def measure_batch(model: hipart.HiPART, variables: Any, batch: int, peak: float,
         efficiency=common.efficiency(stats[name]['flops'], seconds, peak),
         peak_memory_bytes=stats[name]['peak_memory_bytes'],
         share_of_pipeline=seconds / timings['pipeline']['best_s'],
-        chunk_size=chunk if name.startswith('pipeline_') else 0,
+        chunk_size=chunk if name in CHUNKED_ROWS else 0,
         devices=len(jax.local_devices()) if name == 'pipeline_devices' else 1,
         **roofline_lib.ceiling_fields(
             stats[name], peak, enabled=(not smoke and common.DOT_CEILING.value
-                                        and not name.startswith('pipeline_')))))
+                                        and name not in CHUNKED_ROWS))))
   return rows
 
 
 def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: bool,
-        repeats: int, min_time: float, chunk: int) -> dict[str, Any]:
+        repeats: int, min_time: float, chunk: int, code_temperature: float = 0.0
+        ) -> dict[str, Any]:
   """The inference report (see the module docstring)."""
   roofline = roofline_lib.smoke_roofline() if smoke else roofline_lib.measure_roofline(
       repeats=repeats)
@@ -163,7 +178,8 @@ def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: b
   for batch in batch_sizes:
     logging.info('Inference at batch %d.', batch)
     rows.extend(measure_batch(model, variables, batch, peak, repeats=repeats,
-                              min_time=min_time, smoke=smoke, chunk=chunk))
+                              min_time=min_time, smoke=smoke, chunk=chunk,
+                              code_temperature=code_temperature))
   parameters = {name: common.count_parameters(variables[key]['params'] if key != 'params'
                                               else variables['params'])
                 for name, key in (('msst', 'frozen_msst'), ('hiarm', 'frozen_hiarm'),
@@ -175,6 +191,7 @@ def run(*, prefix: str, checkpoint: str | None, batch_sizes: list[int], smoke: b
                           ordering=order.name, num_decoding_steps=order.num_groups,
                           device_peak_memory_bytes=common.device_peak_memory(),
                           chunk_size=chunk, devices=len(jax.local_devices()),
+                          code_temperature=code_temperature,
                           batch_sizes=list(batch_sizes)),
               results=rows)
 
@@ -198,7 +215,8 @@ def main(argv):
   report = run(chunk=SMOKE_CHUNK if smoke else _CHUNK.value, prefix=common.CONFIG.value, checkpoint=_CHECKPOINT.value,
                batch_sizes=batch_sizes, smoke=smoke,
                repeats=1 if smoke else common.REPEATS.value,
-               min_time=0.0 if smoke else common.MIN_TIME.value)
+               min_time=0.0 if smoke else common.MIN_TIME.value,
+               code_temperature=_CODE_TEMPERATURE.value)
   common.finish(report, tables(report))
 
 

@@ -97,12 +97,16 @@ def test_inference(tmp_path):
   report = run_main(inference, tmp_path)
   check_roofline(report)
   rows = report['results']
-  functions = ('pipeline', 'pipeline_chunked', 'pipeline_devices') + inference.STAGES
+  functions = ('pipeline', 'pipeline_expected_codes', 'pipeline_chunked',
+               'pipeline_devices') + inference.STAGES
   assert [(r['batch_size'], r['function']) for r in rows] == [
       (b, f) for b in inference.SMOKE_BATCH_SIZES for f in functions]
-  # The variants do the pipeline's work: the same FLOPs, in chunks (smoke: of 1).
-  assert rows[1]['flops'] == rows[2]['flops'] == rows[0]['flops']
-  assert rows[1]['chunk_size'] == inference.SMOKE_CHUNK and rows[0]['chunk_size'] == 0
+  # The chunked variants do the pipeline's work: the same FLOPs, in chunks (smoke: of 1).
+  assert rows[2]['flops'] == rows[3]['flops'] == rows[0]['flops']
+  assert rows[2]['chunk_size'] == inference.SMOKE_CHUNK and rows[0]['chunk_size'] == 0
+  # Decoding expected codes adds the codebook products to the pipeline's FLOPs.
+  assert rows[1]['flops'] > rows[0]['flops'] and rows[1]['chunk_size'] == 0
+  assert report['config']['code_temperature'] == 0.7
   for row in rows:
     assert_finite_positive(row, ['seconds', 'poses_per_s', 'compile_s', 'flops',
                                  'efficiency', 'peak_memory_bytes', 'share_of_pipeline'])
