@@ -177,6 +177,12 @@ def lifter_model(c: ml_collections.ConfigDict, lifter: str) -> ml_collections.Co
     return ml_collections.ConfigDict(c.lifters[lifter].to_dict())
   model = ml_collections.ConfigDict(c.lifters[c.hipart_architecture].to_dict())
   model.mode = 'hierarchical' if lifter == 'hipart' else 'oracle'
+  if lifter == 'hipart' and c.hipart_hierarchy_points != 'all':
+    if 'hierarchy_points' not in model:
+      raise ValueError(f'hipart_hierarchy_points={c.hipart_hierarchy_points!r} needs the '
+                       f'SimpleBaseline lifter; hipart_architecture is '
+                       f'{c.hipart_architecture!r}')
+    model.hierarchy_points = c.hipart_hierarchy_points
   return model
 
 

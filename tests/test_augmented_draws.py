@@ -203,3 +203,40 @@ def test_simple_baseline_rejects_a_wrong_shape():
   model = simple_baseline.SimpleBaseline(hierarchy=HIERARCHY, width=8)
   with pytest.raises(AssertionError):
     model.init(jax.random.key(0), jnp.ones((2, 16, 2)), jnp.ones((2, 16)))
+
+
+def test_simple_baseline_can_read_only_the_hierarchy_of_hidden_parts():
+  """hierarchy_points='hidden_parts': moving the points of a part the input shows changes
+  nothing, moving those of a hidden part does; 'all' reads every point."""
+  h = HIERARCHY
+  b = 2
+  rng = np.random.default_rng(0)
+  inputs = jnp.asarray(rng.normal(size=(b, 17, 2)), jnp.float32)
+  confidence = np.ones((b, 17), np.float32)
+  confidence[:, 14:17] = 0.0  # The left arm is hidden.
+  levels = {level: jnp.asarray(rng.normal(size=(b, n, 2)), jnp.float32) for level, n in
+            zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine))}
+  hidden_part = np.isin(h.fine_part, [14, 15, 16])
+  assert hidden_part.any() and not hidden_part.all()
+
+  def moved(mask):
+    return dict(levels, fine=levels['fine'] + 0.5 * jnp.asarray(mask, jnp.float32)[:, None])
+
+  poses = {}
+  for points in ('all', 'hidden_parts'):
+    model = simple_baseline.SimpleBaseline(hierarchy=h, mode='hierarchical', width=32,
+                                           dropout=0.0, hierarchy_points=points)
+    variables = model.init(jax.random.key(0), inputs, confidence, levels)
+    variables = test_lifter.with_random_head(variables)
+    variables['params']['hierarchy_embedding']['kernel'] = jnp.asarray(rng.normal(
+        size=variables['params']['hierarchy_embedding']['kernel'].shape), jnp.float32)
+    lift = lambda lv, m=model, v=variables: m.apply(v, inputs, jnp.asarray(confidence), lv)
+    poses[points] = [lift(levels), lift(moved(~hidden_part)), lift(moved(hidden_part))]
+  base, visible_moved, hidden_moved = poses['hidden_parts']
+  np.testing.assert_array_equal(visible_moved, base)
+  assert not np.allclose(hidden_moved, base, atol=1e-4)
+  assert not np.allclose(poses['all'][1], poses['all'][0], atol=1e-4)
+  bad = simple_baseline.SimpleBaseline(hierarchy=h, mode='oracle', width=8,
+                                       hierarchy_points='visible')
+  with pytest.raises(ValueError, match='hierarchy_points'):
+    bad.init(jax.random.key(0), inputs, jnp.asarray(confidence), levels)

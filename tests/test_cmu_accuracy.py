@@ -171,3 +171,14 @@ def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
   assert '| hiarm generated | 25.0 |' in text
   assert '| SimpleBaseline MLP (baseline) | 17.2 |' in text
   assert 'each token decoded as its expected code at code_temperature 0.7' in text
+
+
+def test_hipart_hierarchy_points_reach_hiparts_lifter_only():
+  c = cmu_benchmark.get_config('smoke')
+  assert cmu_accuracy.lifter_model(c, 'hipart').hierarchy_points == 'all'
+  c.hipart_hierarchy_points = 'hidden_parts'
+  assert cmu_accuracy.lifter_model(c, 'hipart').hierarchy_points == 'hidden_parts'
+  assert cmu_accuracy.lifter_model(c, 'oracle').hierarchy_points == 'all'
+  c.hipart_architecture = 'transformer'
+  with pytest.raises(ValueError, match='needs the SimpleBaseline lifter'):
+    cmu_accuracy.lifter_model(c, 'hipart')

@@ -23,9 +23,14 @@ from typing import Mapping
 import chex
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from hipart_jax import skeleton
 from hipart_jax.models import lifter as lifter_lib
+
+
+# What the non-sparse modes read of a hierarchy (`SimpleBaseline.hierarchy_points`).
+HIERARCHY_POINTS = ('all', 'hidden_parts')
 
 
 class ResidualBlock(nn.Module):
@@ -78,6 +83,10 @@ class SimpleBaseline(nn.Module):
     width: channels of every hidden layer (1024 in the paper).
     num_blocks: residual blocks (2 in the paper).
     dropout: dropout rate inside the blocks (0.5 in the paper).
+    hierarchy_points: which of the hierarchy's points the non-sparse modes read: 'all',
+      or 'hidden_parts', only the points of body parts whose input joint is hidden
+      (confidence 0), the others read as 0. A generated hierarchy is a function of the
+      input, so where the input shows the joint it adds only quantization noise.
   """
 
   hierarchy: skeleton.Hierarchy
@@ -85,6 +94,7 @@ class SimpleBaseline(nn.Module):
   width: int = 1024
   num_blocks: int = 2
   dropout: float = 0.5
+  hierarchy_points: str = 'all'
 
   @nn.compact
   def __call__(self, inputs_2d: jnp.ndarray, inputs_confidence: jnp.ndarray,
@@ -102,10 +112,19 @@ class SimpleBaseline(nn.Module):
       if hierarchy_2d is None:
         raise ValueError(f'SimpleBaseline(mode={self.mode!r}) needs hierarchy_2d')
       h = self.hierarchy
+      if self.hierarchy_points not in HIERARCHY_POINTS:
+        raise ValueError(f'SimpleBaseline.hierarchy_points={self.hierarchy_points!r}; '
+                         f'expected one of {HIERARCHY_POINTS}')
+      hidden = inputs_confidence <= 0  # [B, 17]
       levels = []
-      for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
-        chex.assert_shape(hierarchy_2d[level], (batch, size, 2))
-        levels.append(hierarchy_2d[level].reshape(batch, -1))
+      for level, size, part in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine),
+                                   (np.arange(h.num_sparse), h.dense_part_array,
+                                    h.fine_part)):
+        points = hierarchy_2d[level]
+        chex.assert_shape(points, (batch, size, 2))
+        if self.hierarchy_points == 'hidden_parts':
+          points = jnp.where(hidden[:, part, None], points, 0.0)
+        levels.append(points.reshape(batch, -1))
       # The hierarchy's own embedding starts at zero, so the network starts as the
       # sparse baseline and learns what the hierarchy adds to the exact input joints.
       x = x + nn.Dense(self.width, kernel_init=nn.initializers.zeros,

@@ -126,7 +126,8 @@ def lifter_model(scale: str, mode: str) -> ml_collections.ConfigDict:
 def simple_baseline_model(mode: str) -> ml_collections.ConfigDict:
   """The SimpleBaseline MLP (Martinez et al. 2017: width 1024, two residual blocks)."""
   return ml_collections.ConfigDict(dict(
-      architecture='simple_baseline', mode=mode, width=1024, num_blocks=2, dropout=0.25))
+      architecture='simple_baseline', mode=mode, width=1024, num_blocks=2, dropout=0.25,
+      hierarchy_points='all'))
 
 
 def msst_loss() -> ml_collections.ConfigDict:

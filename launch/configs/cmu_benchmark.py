@@ -56,6 +56,9 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
       mlp=base.simple_baseline_model('sparse').to_dict(),
       transformer=base.lifter_model('small', 'sparse').to_dict()))
   c.hipart_architecture = 'mlp'  # 'mlp' or 'transformer': the lifter HiPART and the oracle use.
+  # Which points of its generated hierarchy HiPART's MLP reads (`SimpleBaseline.
+  # hierarchy_points`): 'all', or 'hidden_parts'. The oracle always reads all of the truth.
+  c.hipart_hierarchy_points = 'all'
   c.lifter_steps = 3_000
   c.lifter_batch_size = 256
   c.lifter_lr = 1e-3
