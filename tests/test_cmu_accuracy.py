@@ -49,7 +49,7 @@ def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
 
 
 def test_hipart_can_use_the_transformer(tmp_path):
-  _, runs = _runs(tmp_path, hipart_architecture='transformer')
+  _, runs = _runs(tmp_path, hipart_architecture='transformer', hipart_hierarchy_points='all')
   model = runs['lifter_hipart_seed0'].model
   assert model.mode == 'hierarchical' and 'depth' in model
   with pytest.raises(ValueError, match="hipart_architecture='cnn'"):
@@ -175,6 +175,7 @@ def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
 
 def test_hipart_hierarchy_points_reach_hiparts_lifter_only():
   c = cmu_benchmark.get_config('smoke')
+  c.hipart_hierarchy_points = 'all'
   assert cmu_accuracy.lifter_model(c, 'hipart').hierarchy_points == 'all'
   c.hipart_hierarchy_points = 'hidden_parts'
   assert cmu_accuracy.lifter_model(c, 'hipart').hierarchy_points == 'hidden_parts'
