@@ -18,7 +18,8 @@ is `execution.predict_in_chunks`, C poses at a time on one device, and 'pipeline
 is `execution.predict` over every local device, each device in chunks of C; both with the
 lifter attention of the CPU plan (`execution.with_lifter_attention`).
 'pipeline_expected_codes' is the pipeline with HiARM's `code_temperature` set
-(`--code_temperature`): the cost of decoding expected codes, timed beside 'pipeline'. Outside smoke runs the process gets one CPU device
+(`--code_temperature`): the cost of decoding expected codes, timed beside 'pipeline'.
+Outside smoke runs the process gets one CPU device
 per core (`--cpu_devices`); the other rows run on the first device.
 """
 

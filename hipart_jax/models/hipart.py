@@ -110,10 +110,16 @@ def decode_tokens(msst: msst_lib.MSST, msst_variables: Any, sparse_ids: jax.Arra
   Returns:
     {'sparse': [..., S, 2], 'dense': [..., D, 2], 'fine': [..., F, 2]}.
   """
-  lead = sparse_ids.shape[:-1]
-  flat = lambda x: x.reshape((-1,) + x.shape[len(lead):])
-  recon = msst.apply(msst_variables, flat(sparse_ids), flat(dense_ids),
-                     method=msst_lib.MSST.decode)
+  return _over_leading_axes(msst, msst_variables, msst_lib.MSST.decode,
+                            sparse_ids.shape[:-1], sparse_ids, dense_ids)
+
+
+def _over_leading_axes(msst: msst_lib.MSST, msst_variables: Any, method, lead: tuple,
+                       *per_token: jax.Array) -> dict[str, jax.Array]:
+  """An MSST decoding method over arrays [*lead, N, ...]: flattened to one batch axis
+  and the poses reshaped back to [*lead, P, 2]."""
+  flat = [x.reshape((-1,) + x.shape[len(lead):]) for x in per_token]
+  recon = msst.apply(msst_variables, *flat, method=method)
   return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), recon)
 
 
@@ -154,12 +160,10 @@ def decode_generated(msst: msst_lib.MSST, msst_variables: Any, hiarm: hiarm_lib.
   if 'sparse_logits' not in generated:
     raise ValueError(f'code_temperature={temperature} decodes expected codes: generate '
                      'with return_logits=True')
-  lead = generated['sparse_ids'].shape[:-1]
   probs = [jax.nn.softmax(generated[f'{level}_logits'].astype(jnp.float32) / temperature,
                           axis=-1) for level in ('sparse', 'dense')]
-  flat = lambda x: x.reshape((-1,) + x.shape[len(lead):])
-  recon = msst.apply(msst_variables, *map(flat, probs), method=msst_lib.MSST.decode_expected)
-  return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), recon)
+  return _over_leading_axes(msst, msst_variables, msst_lib.MSST.decode_expected,
+                            generated['sparse_ids'].shape[:-1], *probs)
 
 
 def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
