@@ -96,16 +96,12 @@ class HiARMEval:
     stage, params = self.stage, variables['params']
     loss, (out, _) = stage.loss_fn(params, variables, batch, jax.random.key(0), False)
     out = dict(out, loss=loss)
-    generated = jax.tree.map(lambda x: x[:, 0], decoding.generate(
-        stage.model, params, batch['inputs_2d'], batch['inputs_confidence'],
-        jax.random.key(0), return_logits=stage.model.code_temperature > 0))
+    generated, recon = stage.generate_greedy(variables, batch)
     sparse_ids, dense_ids = generated['sparse_ids'], generated['dense_ids']
     for level, ids, target in zip(('sparse', 'dense'), (sparse_ids, dense_ids),
                                   stage.targets(variables, batch)):
       correct = (ids == target).mean(-1)  # [B]
       out[f'generated_{level}_token_accuracy'] = losses.masked_mean(correct, batch['valid'])
-    recon = hipart.decode_generated(stage.msst, variables['frozen_msst'], stage.model,
-                                    generated)
     out.update(stages.level_errors(recon, batch, 'generated'))
     # The generated sparse joints where the input hid them: how well HiARM imagines
     # what the lifter cannot see. Both are per valid example, so that their ratio over
