@@ -38,6 +38,8 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   c.hiarm = ml_collections.ConfigDict(dict(
       model=base.hiarm_model('small', 'hierarchical').to_dict(), steps=1_200,
       batch_size=128, lr=1e-3, evals=6))
+  # A larger HiARM lr (3e-3) lowers its validation loss (2.34 -> 2.23) but not the HiPART
+  # lifter's validation MPJPE: the tokens it gains are those the input already shows.
   # The pose-level condition MLP (`models/hiarm.py`): it lets this small HiARM infer a
   # hidden joint from the whole pose, not from three narrow attention layers.
   c.hiarm.model.condition_mlp_width = 512
