@@ -19,8 +19,8 @@ is `execution.predict` over every local device, each device in chunks of C; both
 lifter attention of the CPU plan (`execution.with_lifter_attention`).
 'pipeline_expected_codes' is the pipeline with HiARM's `code_temperature` set
 (`--code_temperature`): the cost of decoding expected codes, timed beside 'pipeline'.
-Outside smoke runs the process gets one CPU device
-per core (`--cpu_devices`); the other rows run on the first device.
+Outside smoke runs the process gets one CPU device per core (`--cpu_devices`); the
+other rows run on the first device.
 """
 
 from __future__ import annotations

@@ -84,25 +84,23 @@ def image_px(points_2d: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
 class HiARMEval:
   """HiARM evaluation with one greedy generation per batch.
 
-  Teacher-forced cross-entropy and token accuracy (`HiARMStage.loss_fn`), then the
-  generated tokens: their accuracy against the tokenizer's tokens of the ground truth,
-  and the error of their decoded hierarchy per level (`stages.level_errors`).
+  The stage's own evaluation (`HiARMStage.evaluate_greedy`: teacher-forced
+  cross-entropy and token accuracy, the error of the decoded generation per level), plus
+  the generated tokens' accuracy against the tokenizer's tokens of the ground truth and
+  the generated joints where the input hides them.
   """
 
   def __init__(self, stage: stages.HiARMStage):
     self.stage = stage
 
   def eval_metrics(self, variables, batch):
-    stage, params = self.stage, variables['params']
-    loss, (out, _) = stage.loss_fn(params, variables, batch, jax.random.key(0), False)
-    out = dict(out, loss=loss)
-    generated, recon = stage.generate_greedy(variables, batch)
+    stage = self.stage
+    out, generated, recon = stage.evaluate_greedy(variables, batch)
     sparse_ids, dense_ids = generated['sparse_ids'], generated['dense_ids']
     for level, ids, target in zip(('sparse', 'dense'), (sparse_ids, dense_ids),
                                   stage.targets(variables, batch)):
       correct = (ids == target).mean(-1)  # [B]
       out[f'generated_{level}_token_accuracy'] = losses.masked_mean(correct, batch['valid'])
-    out.update(stages.level_errors(recon, batch, 'generated'))
     # The generated sparse joints where the input hid them: how well HiARM imagines
     # what the lifter cannot see. Both are per valid example, so that their ratio over
     # a split (`hidden_sparse_px`) is the mean over its hidden joints.

@@ -176,22 +176,21 @@ class HiARMStage:
 
   def eval_metrics(self, variables, batch):
     """Teacher-forced losses, plus the error of greedily generated, decoded poses."""
+    return self.evaluate_greedy(variables, batch)[0]
+
+  def evaluate_greedy(self, variables, batch):
+    """`eval_metrics`, with what it measured: (metrics, tokens of one greedy generation
+    per example {'sparse_ids': [B, S], 'dense_ids': [B, D], ...}, their decoded
+    hierarchy {level: [B, N, 2]}, decoded as the model's `code_temperature` says)."""
     params = variables['params']
     loss, stage_metrics = self._losses(params, variables, batch, jax.random.key(0), False)
-    stage_metrics['loss'] = loss
-    _, recon = self.generate_greedy(variables, batch)
-    return {**stage_metrics, **level_errors(recon, batch, 'generated')}
-
-  def generate_greedy(self, variables, batch):
-    """One greedy generation per example → (tokens: {'sparse_ids': [B, S],
-    'dense_ids': [B, D], ...}, decoded hierarchy: {level: [B, N, 2]}), decoded as the
-    model's `code_temperature` says (`hipart.decode_generated`)."""
     generated = jax.tree.map(lambda x: x[:, 0], decoding.generate(
-        self.model, variables['params'], batch['inputs_2d'], batch['inputs_confidence'],
+        self.model, params, batch['inputs_2d'], batch['inputs_confidence'],
         jax.random.key(0), return_logits=self.model.code_temperature > 0))
     recon = hipart.decode_generated(self.msst, variables['frozen_msst'], self.model,
                                     generated)
-    return generated, recon
+    metrics = {**stage_metrics, 'loss': loss, **level_errors(recon, batch, 'generated')}
+    return metrics, generated, recon
 
 
 class LifterStage:
