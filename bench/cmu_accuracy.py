@@ -229,6 +229,9 @@ def stage_configs(c: ml_collections.ConfigDict, workdir: pathlib.Path,
     config.dataset = ml_collections.ConfigDict(data.to_dict())
     config.dataset.train_draws = train_draws
     config.eval_batch_size = c.eval_batch_size
+  if c.hiarm.occlusion_prob is not None:
+    for ordering in c.orderings:
+      runs[hiarm_run(ordering)].dataset.augment.occlusion_prob = c.hiarm.occlusion_prob
   return runs
 
 

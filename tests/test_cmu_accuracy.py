@@ -48,6 +48,20 @@ def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
   assert runs['msst'].dataset.name == 'cmu_mocap/multi_subject'
 
 
+
+def test_hiarm_occlusion_share_changes_only_the_hiarm_runs(tmp_path):
+  _, default = _runs(tmp_path)
+  c, _ = _runs(tmp_path)
+  c.hiarm.occlusion_prob = 0.9
+  runs = cmu_accuracy.stage_configs(c, tmp_path, cmu_accuracy.data_block(c, '/data', None),
+                                    num_actions=8)
+  for name, config in runs.items():
+    want = 0.9 if name.startswith('hiarm_') else default[name].dataset.augment.occlusion_prob
+    assert config.dataset.augment.occlusion_prob == want, name
+  assert default['hiarm_hierarchical'].dataset.augment.occlusion_prob == (
+      default['msst'].dataset.augment.occlusion_prob)
+
+
 def test_hipart_can_use_the_transformer(tmp_path):
   _, runs = _runs(tmp_path, hipart_architecture='transformer', hipart_hierarchy_points='all')
   model = runs['lifter_hipart_seed0'].model
