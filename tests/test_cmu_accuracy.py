@@ -48,7 +48,6 @@ def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
   assert runs['msst'].dataset.name == 'cmu_mocap/multi_subject'
 
 
-
 def test_hiarm_occlusion_share_changes_only_the_hiarm_runs(tmp_path):
   _, default = _runs(tmp_path)
   c, _ = _runs(tmp_path)
