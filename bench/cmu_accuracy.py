@@ -25,7 +25,9 @@ r"""HiPART's accuracy on real motion: a cross-subject CMU benchmark against stro
        `eval_stride`);
    (c) the diagnosis: the HiPART and oracle lifters fed the generated hierarchy, the
        tokenized ground truth and the ground truth;
-   (d) validation curves and training time per run.
+   (d) validation curves and training time per run;
+   (e) with `validate_lifters`, table (a) on the validation split: the numbers every
+       choice of the benchmark's settings reads.
 """
 
 from __future__ import annotations
@@ -332,6 +334,16 @@ def evaluate_lifter(workdir: pathlib.Path, source, hierarchy, data, levels, *,
   return out
 
 
+def evaluate_lifters(c: ml_collections.ConfigDict, workdir: pathlib.Path, source,
+                     hierarchy, data, action_names) -> dict[str, dict[int, dict[str, Any]]]:
+  """{lifter: {seed: `evaluate_lifter`}} over every lifter and seed, on one split."""
+  subjects = subjects_of(source)
+  return {lifter: {seed: evaluate_lifter(
+      workdir / lifter_run(lifter, seed), source, hierarchy, data, tuple(c.occlusion_levels),
+      batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
+                   for seed in c.seeds} for lifter in LIFTERS}
+
+
 def curves(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path
            ) -> dict[str, list[tuple[int, float]]]:
   """{run: [(step, validation value of its best_metric)]}: the learning curves."""
@@ -373,13 +385,17 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
   lifter_names = [lifter_run(l, s) for s in c.seeds for l in LIFTERS]
   train_runs(runs, lifter_names, workdir, timings, **sources)
 
-  start = time.perf_counter()
   levels = tuple(c.occlusion_levels)
+  lifters_validation = None
+  if c.validate_lifters:
+    start = time.perf_counter()
+    lifters_validation = {lifter: cmu_report.aggregate(per_seed, levels) for lifter, per_seed
+                          in evaluate_lifters(c, workdir, validation, hierarchy, data,
+                                              action_names).items()}
+    timings.add('validation', time.perf_counter() - start)
+  start = time.perf_counter()
   subjects = subjects_of(test)
-  per_seed = {lifter: {seed: evaluate_lifter(
-      workdir / lifter_run(lifter, seed), test, hierarchy, data, levels,
-      batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
-                       for seed in c.seeds} for lifter in LIFTERS}
+  per_seed = evaluate_lifters(c, workdir, test, hierarchy, data, action_names)
   lifters = {lifter: cmu_report.aggregate(per_seed[lifter], levels) for lifter in LIFTERS}
   subset = stage_evals.Strided(test, c.eval_stride)
   msst_levels = stage_evals.evaluate_msst(runs['msst'], workdir / 'msst', subset,
@@ -413,6 +429,7 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
               ['msst', first] + [lifter_run(l, seed) for l in LIFTERS]},
       lifters=lifters,
       lifters_per_seed=per_seed,
+      lifters_validation=lifters_validation,
       targets=cmu_report.targets(lifters, hiarm, levels),
       msst={k[len('eval/'):]: v for k, v in (msst_eval[-1] if msst_eval else {}).items()
             if k.startswith('eval/')},

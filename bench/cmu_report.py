@@ -124,6 +124,20 @@ def report_markdown(report: Mapping[str, Any]) -> str:
       lines.append(f'| {LIFTER_NAMES[lifter]} | '
                    + ' | '.join(format_stats(table[level][key]) for level in levels) + ' |')
     lines.append('')
+  validation = report.get('lifters_validation')
+  if validation:
+    occluded = [level for level in levels if level != 'none']
+    lines += ['**MPJPE on the validation split** (every choice of the settings reads this '
+              'table, never the test split; columns after the levels: the hidden joints)',
+              '', '| lifter | ' + ' | '.join(levels) + ' | '
+              + ' | '.join(f'hidden, {level}' for level in occluded) + ' |',
+              '|---|' + '---|' * (len(levels) + len(occluded))]
+    for lifter, table in validation.items():
+      lines.append(f'| {LIFTER_NAMES[lifter]} | '
+                   + ' | '.join(format_stats(table[level]['mpjpe_mm']) for level in levels)
+                   + ' | ' + ' | '.join(format_stats(table[level]['occluded_mpjpe_mm'])
+                                        for level in occluded) + ' |')
+    lines.append('')
   subjects = report['dataset']['test_subjects']
   lines += ['**MPJPE per test subject** (mm, mean over seeds)', '',
             '| lifter | occlusion | ' + ' | '.join(subjects) + ' |',

@@ -157,33 +157,51 @@ def test_fit_to_image_recovers_hidden_joints_of_an_affine_image():
   np.testing.assert_allclose(fitted, image, atol=1e-4)
 
 
-def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
-  levels = ['none', 'one_limb']
-  table = {key: dict(mean=1.0, min=1.0, max=1.0) for key in
+def _lifter_tables(levels, value=1.0):
+  table = {key: dict(mean=value, min=value, max=value) for key in
            ('mpjpe_mm', 'p_mpjpe_mm', 'occluded_mpjpe_mm')}
-  lifters = {l: {level: dict(table, per_subject={}) for level in levels}
-             for l in cmu_report.LIFTERS}
-  imputation = {'one_limb': {'hiarm_generated': 25.0, 'fit_of_the_true_3d': 5.5,
-                             'hipart_lifter': 17.1, 'mlp_lifter': 17.2,
-                             'transformer_lifter': 19.3}}
-  report = dict(
+  return {l: {level: dict(table, per_subject={}) for level in levels}
+          for l in cmu_report.LIFTERS}
+
+
+def _report(levels, imputation, lifters_validation=None):
+  """A report as `cmu_accuracy.run` returns it, with constant tables."""
+  lifters = _lifter_tables(levels)
+  return dict(
       settings=dict(occlusion_levels=levels, seeds=[0, 1], lifter_steps=2,
                     lifter_batch_size=4, num_draws=1, eval_stride=4, train_eval_stride=8,
                     hiarm=dict(model=dict(code_temperature=0.7))),
       dataset=dict(name='cmu', train_examples=1, validation_examples=1, test_examples=1,
                    test_subjects=[]),
-      lifter_epochs=1.0, lifters=lifters,
+      lifter_epochs=1.0, lifters=lifters, lifters_validation=lifters_validation,
       targets=cmu_report.targets(lifters, {}, levels),
       msst={}, msst_by_occlusion={level: {f'recon_{lv}_px': 1.0 for lv in
                                           ('sparse', 'dense', 'fine')} for level in levels},
       hiarm={}, diagnosis=dict(lifter_feeds={level: {} for level in levels},
                                hidden_joint_imputation=imputation, hiarm_on_train={}),
       curves={}, best_metrics={}, timings={'msst': 1.0})
-  text = cmu_report.report_markdown(report)
+
+
+def test_report_has_the_hidden_joint_table_only_for_levels_that_hide_joints():
+  levels = ['none', 'one_limb']
+  imputation = {'one_limb': {'hiarm_generated': 25.0, 'fit_of_the_true_3d': 5.5,
+                             'hipart_lifter': 17.1, 'mlp_lifter': 17.2,
+                             'transformer_lifter': 19.3}}
+  text = cmu_report.report_markdown(_report(levels, imputation))
   assert '| source | one_limb |' in text
   assert '| hiarm generated | 25.0 |' in text
   assert '| SimpleBaseline MLP (baseline) | 17.2 |' in text
   assert 'each token decoded as its expected code at code_temperature 0.7' in text
+  assert 'validation split' not in text
+
+
+def test_report_has_the_validation_table_when_the_lifters_were_validated():
+  levels = ['none', 'one_limb']
+  text = cmu_report.report_markdown(
+      _report(levels, {}, lifters_validation=_lifter_tables(levels, value=62.5)))
+  assert '| lifter | none | one_limb | hidden, one_limb |' in text
+  assert ('| HiPART (generated hierarchy) | 62.5 (62.5–62.5) | 62.5 (62.5–62.5) | '
+          '62.5 (62.5–62.5) |') in text
 
 
 def test_hipart_hierarchy_points_reach_hiparts_lifter_only():

@@ -276,6 +276,8 @@ def test_cmu_accuracy_smoke(tmp_path):
     assert table['none']['occluded_mpjpe_mm']['mean'] is None
     assert set(table['none']['per_subject']) == set(report['dataset']['test_subjects'])
   assert set(report['hiarm']) == {'hierarchical', 'raster'}
+  assert set(report['lifters_validation']) == set(report['lifters'])
+  assert list(report['lifters_validation']['hipart']) == levels
   assert report['targets']['best_baseline'] in ('mlp', 'transformer')
   assert len(report['diagnosis']['lifter_feeds']['none']) == 2 * 3
   imputation = report['diagnosis']['hidden_joint_imputation']

@@ -69,6 +69,9 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   c.lifter_batch_size = 256
   c.lifter_lr = 1e-3
   c.lifter_evals = 10  # Validation evaluations per lifter run (the learning curve).
+  # Also evaluate every lifter on the whole validation split at every occlusion level:
+  # the table a choice of these settings reads (the test split is read only by the report).
+  c.validate_lifters = True
   c.eval_batch_size = 256
   # The stage tables (MSST, HiARM, diagnosis) read every eval_stride-th example.
   c.eval_stride = 4
