@@ -57,8 +57,11 @@ def test_hiarm_occlusion_share_changes_only_the_hiarm_runs(tmp_path):
   for name, config in runs.items():
     want = 0.9 if name.startswith('hiarm_') else default[name].dataset.augment.occlusion_prob
     assert config.dataset.augment.occlusion_prob == want, name
-  assert default['hiarm_hierarchical'].dataset.augment.occlusion_prob == (
-      default['msst'].dataset.augment.occlusion_prob)
+  c.hiarm.occlusion_prob = None  # The dataset's share, as every other stage.
+  runs = cmu_accuracy.stage_configs(c, tmp_path, cmu_accuracy.data_block(c, '/data', None),
+                                    num_actions=8)
+  assert runs['hiarm_raster'].dataset.augment.occlusion_prob == (
+      runs['msst'].dataset.augment.occlusion_prob) < 1.0
 
 
 def test_hipart_can_use_the_transformer(tmp_path):
