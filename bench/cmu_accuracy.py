@@ -68,6 +68,8 @@ SHARED_CLIPS_DIR = REPO.parent / 'shared' / 'data' / 'cmu_mocap'
 DUMMY_DIR = pathlib.Path(cmu_builder.__file__).parent / 'dummy_data'
 LIFTERS = cmu_report.LIFTERS
 BASELINES = cmu_report.BASELINES
+# The `c.hiarm` keys that override the dataset's augmentation for the HiARM runs only.
+HIARM_AUGMENT_OVERRIDES = ('occlusion_prob', 'limb_drop_prob')
 TIMINGS = 'timings.json'
 SPLITS = ('train', 'validation', 'test')
 
@@ -231,9 +233,10 @@ def stage_configs(c: ml_collections.ConfigDict, workdir: pathlib.Path,
     config.dataset = ml_collections.ConfigDict(data.to_dict())
     config.dataset.train_draws = train_draws
     config.eval_batch_size = c.eval_batch_size
-  if c.hiarm.occlusion_prob is not None:
-    for ordering in c.orderings:
-      runs[hiarm_run(ordering)].dataset.augment.occlusion_prob = c.hiarm.occlusion_prob
+  for key in HIARM_AUGMENT_OVERRIDES:
+    if c.hiarm[key] is not None:
+      for ordering in c.orderings:
+        runs[hiarm_run(ordering)].dataset.augment[key] = c.hiarm[key]
   return runs
 
 

@@ -48,20 +48,27 @@ def test_every_lifter_reads_the_same_draws_for_the_same_steps(tmp_path):
   assert runs['msst'].dataset.name == 'cmu_mocap/multi_subject'
 
 
-def test_hiarm_occlusion_share_changes_only_the_hiarm_runs(tmp_path):
+@pytest.mark.parametrize('key', cmu_accuracy.HIARM_AUGMENT_OVERRIDES)
+def test_hiarm_augment_override_changes_only_the_hiarm_runs(tmp_path, key):
   _, default = _runs(tmp_path)
   c, _ = _runs(tmp_path)
-  c.hiarm.occlusion_prob = 0.9
+  c.hiarm[key] = 0.9
   runs = cmu_accuracy.stage_configs(c, tmp_path, cmu_accuracy.data_block(c, '/data', None),
                                     num_actions=8)
   for name, config in runs.items():
-    want = 0.9 if name.startswith('hiarm_') else default[name].dataset.augment.occlusion_prob
-    assert config.dataset.augment.occlusion_prob == want, name
-  c.hiarm.occlusion_prob = None  # The dataset's share, as every other stage.
+    want = 0.9 if name.startswith('hiarm_') else default[name].dataset.augment[key]
+    assert config.dataset.augment[key] == want, name
+  c.hiarm[key] = None  # The dataset's value, as every other stage.
   runs = cmu_accuracy.stage_configs(c, tmp_path, cmu_accuracy.data_block(c, '/data', None),
                                     num_actions=8)
-  assert runs['hiarm_raster'].dataset.augment.occlusion_prob == (
-      runs['msst'].dataset.augment.occlusion_prob) < 1.0
+  assert runs['hiarm_raster'].dataset.augment[key] == (
+      runs['msst'].dataset.augment[key]) < 0.9
+
+
+def test_hiarm_trains_on_occluded_inputs_only_by_default(tmp_path):
+  _, runs = _runs(tmp_path)
+  assert runs['hiarm_hierarchical'].dataset.augment.occlusion_prob == 1.0
+  assert runs['msst'].dataset.augment.occlusion_prob < 1.0
 
 
 def test_hipart_can_use_the_transformer(tmp_path):

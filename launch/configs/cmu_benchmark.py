@@ -46,11 +46,11 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   # Decode each generated token's expected code vector (`hipart.decode_generated`):
   # chosen on the validation split among 0.3-1.0, where it put hidden joints nearest.
   c.hiarm.model.code_temperature = 0.7
-  # The share of HiARM's training inputs that hide joints (None: the dataset's 0.5, which
-  # every other stage and the draws use). Chosen on the validation split: every input
-  # occluded places hidden joints nearer at no extra time (BENCHMARKS.md).
-  c.hiarm.occlusion_prob = ml_collections.config_dict.placeholder(float)
-  c.hiarm.occlusion_prob = 1.0
+  # Overrides of the dataset's augmentation for HiARM's training inputs only (None: the
+  # dataset's value, which every other stage and the draws keep). Every input occluded
+  # was chosen on the validation split: it places hidden joints nearer at no extra time.
+  c.hiarm.occlusion_prob = ml_collections.FieldReference(1.0, field_type=float)
+  c.hiarm.limb_drop_prob = ml_collections.config_dict.placeholder(float)
   # Augmented copies of every training example, each with its generated hierarchy.
   c.num_draws = 4
   # What HiPART's lifter trains on: 'generated' (HiARM's hierarchies), or
