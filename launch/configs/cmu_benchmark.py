@@ -50,6 +50,7 @@ def get_config(arg: str = 'multi_subject') -> ml_collections.ConfigDict:
   # dataset's value, which every other stage and the draws keep). Every input occluded
   # was chosen on the validation split: it places hidden joints nearer at no extra time.
   c.hiarm.occlusion_prob = ml_collections.FieldReference(1.0, field_type=float)
+  # A larger limb share (0.2) did not help HiPART on the validation split (BENCHMARKS.md).
   c.hiarm.limb_drop_prob = ml_collections.config_dict.placeholder(float)
   # Augmented copies of every training example, each with its generated hierarchy.
   c.num_draws = 4
