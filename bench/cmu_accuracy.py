@@ -338,9 +338,10 @@ def evaluate_lifter(workdir: pathlib.Path, source, hierarchy, data, levels, *,
 
 
 def evaluate_lifters(c: ml_collections.ConfigDict, workdir: pathlib.Path, source,
-                     hierarchy, data, action_names) -> dict[str, dict[int, dict[str, Any]]]:
-  """{lifter: {seed: `evaluate_lifter`}} over every lifter and seed, on one split."""
-  subjects = subjects_of(source)
+                     hierarchy, data, action_names, subjects: np.ndarray
+                     ) -> dict[str, dict[int, dict[str, Any]]]:
+  """{lifter: {seed: `evaluate_lifter`}} over every lifter and seed, on one split whose
+  [N] example subjects are `subjects` (`subjects_of`)."""
   return {lifter: {seed: evaluate_lifter(
       workdir / lifter_run(lifter, seed), source, hierarchy, data, tuple(c.occlusion_levels),
       batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
@@ -394,11 +395,11 @@ def run(workdir: pathlib.Path, c: ml_collections.ConfigDict, data_dir: str | Non
     start = time.perf_counter()
     lifters_validation = {lifter: cmu_report.aggregate(per_seed, levels) for lifter, per_seed
                           in evaluate_lifters(c, workdir, validation, hierarchy, data,
-                                              action_names).items()}
+                                              action_names, subjects_of(validation)).items()}
     timings.add('validation', time.perf_counter() - start)
   start = time.perf_counter()
   subjects = subjects_of(test)
-  per_seed = evaluate_lifters(c, workdir, test, hierarchy, data, action_names)
+  per_seed = evaluate_lifters(c, workdir, test, hierarchy, data, action_names, subjects)
   lifters = {lifter: cmu_report.aggregate(per_seed[lifter], levels) for lifter in LIFTERS}
   subset = stage_evals.Strided(test, c.eval_stride)
   msst_levels = stage_evals.evaluate_msst(runs['msst'], workdir / 'msst', subset,

@@ -242,7 +242,8 @@ def _set_collective_timeouts(terminate_s: int) -> None:
 
 def map_step(step_fn: Callable, *, donate_state: bool = False,
              compiler_options: Mapping[str, Any] | None = None,
-             num_devices: int | None = None) -> Callable:
+             num_devices: int | None = None, per_device_outputs: bool = False
+             ) -> Callable:
   """Maps a per-device step over the local devices; the one place that does so.
 
   The state goes in unreplicated (`in_axes=None`) and identical outputs come out
@@ -250,21 +251,25 @@ def map_step(step_fn: Callable, *, donate_state: bool = False,
 
   Args:
     step_fn: `(state, batch) -> outputs`, using collectives over `AXIS`, returning
-      outputs that are identical on every device (reduced over `AXIS`).
+      outputs that are identical on every device (reduced over `AXIS`), or, with
+      `per_device_outputs`, per-example outputs of its shard.
     donate_state: let XLA reuse the input state's buffers (train steps).
     compiler_options: XLA options of the single-device program (`jax.pmap` takes none:
       they are not applied over several devices).
     num_devices: the first this many local devices (benchmarks); None: all of them.
+    per_device_outputs: outputs are each device's own ([devices, per_device, ...], like
+      the batch) instead of identical on every device.
   Returns:
     `fn(state, batch [devices, per_device, ...]) -> outputs`.
   """
   donate = (0,) if donate_state else ()
+  out_axes = 0 if per_device_outputs else None
   devices = jax.local_devices()[:num_devices]
   if len(devices) == 1 and jax.process_count() == 1:
-    return jax.jit(jax.vmap(step_fn, in_axes=(None, 0), out_axes=None, axis_name=AXIS),
+    return jax.jit(jax.vmap(step_fn, in_axes=(None, 0), out_axes=out_axes, axis_name=AXIS),
                    donate_argnums=donate,
                    compiler_options=dict(compiler_options) if compiler_options else None)
-  return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
+  return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0), out_axes=out_axes,
                   donate_argnums=donate,
                   devices=None if num_devices is None else devices)
 

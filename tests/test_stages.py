@@ -11,6 +11,7 @@ from hipart_jax import execution
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
 from hipart_jax.models import hipart
+from hipart_jax.training import loop
 from hipart_jax.training import stages
 from hipart_jax.training import trainer
 
@@ -52,6 +53,37 @@ def test_later_stage_refuses_a_wrong_checkpoint(tiny_pipeline):
   config = pipeline_fixture.lifter_config('hierarchical', msst_dir=tiny_pipeline['msst'])
   with pytest.raises(ValueError, match='init_from.hiarm'):
     stages.make_stage(config, pipeline_fixture.HIERARCHY)
+
+
+def test_hierarchical_lifter_generates_its_eval_hierarchies_once_per_run(tiny_pipeline,
+                                                                        tmp_path):
+  config = pipeline_fixture.lifter_config('hierarchical', tiny_pipeline['msst'],
+                                          tiny_pipeline['hiarm'])
+  config.eval_every_steps = 2  # Two evaluations: the second reuses the first's inputs.
+  generations = []
+  metrics = {}
+  for cached in (True, False):
+    stage = stages.make_stage(config, pipeline_fixture.HIERARCHY)
+    if cached:
+      generate = stage.eval_inputs
+      stage.eval_inputs = lambda collections, batch: (
+          jax.debug.callback(lambda: generations.append(1)), generate(collections, batch))[1]
+    else:
+      stage.eval_inputs = None  # Generated inside every eval step.
+    train_source, eval_source = pipeline_fixture.sources()
+    loop.train_and_evaluate(config, tmp_path / str(cached), stage=stage,
+                            train_source=train_source, eval_source=eval_source,
+                            hierarchy=pipeline_fixture.HIERARCHY)
+    metrics[cached] = [r for r in _metrics(tmp_path / str(cached)) if 'eval/loss' in r]
+  num_batches = -(-pipeline_fixture.NUM_EVAL // config.eval_batch_size)
+  assert len(generations) == num_batches  # Once per eval batch, not per evaluation.
+  assert [r['step'] for r in metrics[True]] == [2, 4]
+  for with_inputs, generated_each_time in zip(metrics[True], metrics[False]):
+    assert with_inputs == pytest.approx(generated_each_time, rel=1e-5)
+  for mode in ('sparse', 'oracle'):
+    config = pipeline_fixture.lifter_config(mode)
+    assert trainer.make_eval_inputs_step(
+        stages.make_stage(config, pipeline_fixture.HIERARCHY)) is None
 
 
 @pytest.fixture(scope='module')

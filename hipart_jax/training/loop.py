@@ -147,14 +147,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       trainer.make_train_step(stage, microbatch_size=plan.microbatch_size),
       donate_state=True, compiler_options=plan.compiler_options)
   eval_step = execution.map_step(trainer.make_eval_step(stage))
+  eval_inputs_step = trainer.make_eval_inputs_step(stage)
+  if eval_inputs_step is not None:
+    eval_inputs_step = execution.map_step(eval_inputs_step, per_device_outputs=True)
+  eval_inputs = None  # Per eval batch, on the host: computed at the first evaluation.
   schedule = trainer.make_schedule(config.optimizer, config.num_train_steps)
   writer = run_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                 tensorboard=config.get('tensorboard', True))
   # Params of the first state only name the leaves of a non-finite gradient.
   param_structure = jax.tree.map(lambda x: 0, state.params)
 
+  def eval_batches():
+    """The eval batches, with the stage's `eval_inputs` added (eval batches are
+    deterministic, so the inputs of the first pass match every later one)."""
+    nonlocal eval_inputs
+    if eval_inputs_step is None:
+      return make_eval_batches()
+    if eval_inputs is None:
+      eval_inputs = [jax.device_get(eval_inputs_step(state, batch))
+                     for batch in make_eval_batches()]
+    return ({**batch, **inputs} for batch, inputs in zip(make_eval_batches(), eval_inputs,
+                                                          strict=True))
+
   def evaluate(step: int) -> dict[str, float]:
-    metrics = trainer.finalize_eval(eval_step(state, batch) for batch in make_eval_batches())
+    metrics = trainer.finalize_eval(eval_step(state, batch) for batch in eval_batches())
     metrics = {f'eval/{name}': value for name, value in metrics.items()}
     logging.info('%s', run_lib.format_step_line(
         step, config.num_train_steps,

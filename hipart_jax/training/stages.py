@@ -193,6 +193,11 @@ class HiARMStage:
     return metrics, generated, recon
 
 
+# The lifter's evaluation key is key(_EVAL_SEED); `_predict` splits it into the
+# generation and dropout keys.
+_EVAL_SEED = 0
+
+
 class LifterStage:
   """Stage 3: MPJPE regression of root-relative 3D joints."""
 
@@ -215,6 +220,9 @@ class LifterStage:
       self.frozen_configs = {'msst': msst_meta['model'], 'hiarm': hiarm_meta['model']}
       self.frozen_steps = {'msst': msst_meta.get('step'), 'hiarm': hiarm_meta.get('step')}
     self.bone_weight = config.loss.get('bone_weight', 0.0)
+    # The frozen generator's hierarchy of an eval batch is the same at every evaluation
+    # (the eval key is fixed), so the trainer generates it once per run.
+    self.eval_inputs = self._eval_generation if self.mode == 'hierarchical' else None
 
   def meta(self) -> dict[str, Any]:
     return {'frozen_models': self.frozen_configs, 'frozen_steps': self.frozen_steps}
@@ -225,12 +233,21 @@ class LifterStage:
       return None
     if self.mode == 'oracle':
       return {level: batch[f'{level}_2d'] for level in skeleton.LEVELS}
-    if 'generated_sparse_2d' in batch:  # Stored draws (`augmented_draws`).
-      return {level: batch[f'generated_{level}_2d'] for level in skeleton.LEVELS}
+    if 'generated_sparse_2d' not in batch:  # Else stored draws or `eval_inputs`.
+      batch = self._generate(collections, batch, rng)
+    return {level: batch[f'generated_{level}_2d'] for level in skeleton.LEVELS}
+
+  def _generate(self, collections, batch, rng):
+    """{'generated_<level>_2d': [B, N_level, 2]}: one hierarchy generated from the input."""
     generated = hipart.generate_hierarchy(self.msst, self.hiarm, collections,
                                           batch['inputs_2d'], batch['inputs_confidence'],
                                           rng, temperature=self.temperature)
-    return jax.tree.map(lambda x: x[:, 0], generated)
+    return {f'generated_{level}_2d': x[:, 0] for level, x in generated.items()}
+
+  def _eval_generation(self, collections, batch):
+    """`eval_inputs`: what `eval_metrics` would generate, with its generation key."""
+    generation_rng, _ = jax.random.split(jax.random.key(_EVAL_SEED))
+    return self._generate(collections, batch, generation_rng)
 
   def init_variables(self, rng, batch):
     variables = self.model.init(rng, batch['inputs_2d'], batch['inputs_confidence'],
@@ -261,7 +278,7 @@ class LifterStage:
 
   def eval_metrics(self, variables, batch):
     params = variables['params']
-    pred = self._predict(params, variables, batch, jax.random.key(0), False)
+    pred = self._predict(params, variables, batch, jax.random.key(_EVAL_SEED), False)
     target, valid = batch['sparse_3d'], batch['valid']
     out = {f'{name}_mm': losses.masked_mean(fn(pred, target), valid)
            for name, fn in (('mpjpe', metrics.mpjpe), ('p_mpjpe', metrics.p_mpjpe),

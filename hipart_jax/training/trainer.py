@@ -59,6 +59,11 @@ class Stage(Protocol):
   def eval_metrics(self, variables: Mapping[str, Any], batch: Batch) -> Metrics:
     """Returns {name: []} means over the examples with `batch['valid']`."""
 
+  # Optional: None, or `eval_inputs(collections, batch) -> {name: [per_device, ...]}`,
+  # per-example arrays that depend on the frozen collections only; the trainer computes
+  # them once per run and adds them to every evaluation's batches (`make_eval_inputs_step`).
+  eval_inputs: Callable[[Mapping[str, Any], Batch], dict[str, jax.Array]] | None
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -210,6 +215,19 @@ def make_eval_step(stage: Stage) -> Callable[[TrainState, Batch], Metrics]:
     return lax.psum({'count': count, **sums}, AXIS)
 
   return eval_step
+
+
+def make_eval_inputs_step(stage: Stage) -> Callable[[TrainState, Batch], Batch] | None:
+  """A pure per-device step of the stage's `eval_inputs` (run it through
+  `execution.map_step(..., per_device_outputs=True)`), or None when it has none.
+
+  Returns:
+    `eval_inputs_step(state, batch) -> {name: [per_device, ...]}`, to add to the batch.
+  """
+  eval_inputs = getattr(stage, 'eval_inputs', None)
+  if eval_inputs is None:
+    return None
+  return lambda state, batch: eval_inputs(state.collections, batch)
 
 
 def finalize_eval(sums: Iterable[Mapping[str, Any]]) -> dict[str, float]:
