@@ -150,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   eval_inputs_step = trainer.make_eval_inputs_step(stage)
   if eval_inputs_step is not None:
     eval_inputs_step = execution.map_step(eval_inputs_step, per_device_outputs=True)
-  eval_inputs = None  # Per eval batch, on the host: computed at the first evaluation.
+  eval_inputs = []  # Per eval batch, on the host: filled by the first evaluation.
   schedule = trainer.make_schedule(config.optimizer, config.num_train_steps)
   writer = run_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                 tensorboard=config.get('tensorboard', True))
@@ -158,16 +158,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   param_structure = jax.tree.map(lambda x: 0, state.params)
 
   def eval_batches():
-    """The eval batches, with the stage's `eval_inputs` added (eval batches are
-    deterministic, so the inputs of the first pass match every later one)."""
-    nonlocal eval_inputs
+    """The eval batches, with the stage's `eval_inputs` added: computed in the first
+    pass, reused in later ones (eval batches are deterministic)."""
     if eval_inputs_step is None:
-      return make_eval_batches()
-    if eval_inputs is None:
-      eval_inputs = [jax.device_get(eval_inputs_step(state, batch))
-                     for batch in make_eval_batches()]
-    return ({**batch, **inputs} for batch, inputs in zip(make_eval_batches(), eval_inputs,
-                                                          strict=True))
+      yield from make_eval_batches()
+      return
+    first = not eval_inputs
+    for index, batch in enumerate(make_eval_batches()):
+      if first:
+        eval_inputs.append(jax.device_get(eval_inputs_step(state, batch)))
+      yield {**batch, **eval_inputs[index]}
 
   def evaluate(step: int) -> dict[str, float]:
     metrics = trainer.finalize_eval(eval_step(state, batch) for batch in eval_batches())
