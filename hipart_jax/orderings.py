@@ -132,6 +132,67 @@ def attention_mask(queries: Slots, keys: Slots, *, local: bool):
   return allowed
 
 
+class MaskBlocks(NamedTuple):
+  """An attention mask as dense blocks: block b's rows attend only over block b's keys.
+
+  Attention then computes nb * R * K logits per head instead of N * N. Build with
+  `mask_blocks`; `models/hiarm.py` (`AttentionBlock.attend_blocks`) consumes it.
+
+  Attributes:
+    rows: [nb, R] int32 slot ids of each block's attending slots (-1 = padding).
+    keys: [nb, K] int32 slot ids of the keys they may read (-1 = padding).
+    mask: [nb, R, K] bool, the full mask at (rows, keys); False at padding.
+  """
+
+  rows: np.ndarray
+  keys: np.ndarray
+  mask: np.ndarray
+
+
+def _padded(ids: list[np.ndarray]) -> np.ndarray:
+  out = np.full((len(ids), max(len(i) for i in ids)), -1, np.int32)
+  for b, i in enumerate(ids):
+    out[b, :len(i)] = i
+  return _frozen(out)
+
+
+def mask_blocks(mask: np.ndarray, buckets: list[list[np.ndarray]]
+                ) -> tuple[tuple[MaskBlocks, ...], np.ndarray]:
+  """Rewrites a mask as dense blocks of rows over the keys those rows may read.
+
+  Args:
+    mask: [N, N] bool, every row with at least one True.
+    buckets: a partition of the N rows into groups, the groups batched together as one
+      `MaskBlocks` per bucket (padded to the bucket's largest group, so groups of like
+      size share a bucket). A group's keys are every key any of its rows may read.
+  Returns:
+    (one MaskBlocks per bucket, inverse): inverse [N] int32 gives, for each row, its
+    position among the buckets' rows flattened and concatenated in order.
+  Raises:
+    ValueError: the groups do not partition the rows.
+  """
+  num = mask.shape[0]
+  flat = np.concatenate([np.asarray(g) for bucket in buckets for g in bucket])
+  if sorted(flat.tolist()) != list(range(num)):
+    raise ValueError(f'the row groups must hold every row of [0, {num}) exactly once')
+  blocks, positions, offset = [], [], 0
+  for bucket in buckets:
+    rows = _padded([np.asarray(g, np.int32) for g in bucket])
+    keys = _padded([np.flatnonzero(mask[g].any(0)).astype(np.int32) for g in bucket])
+    safe = lambda ids: np.maximum(ids, 0)
+    sub = mask[safe(rows)[:, :, None], safe(keys)[:, None, :]]
+    sub = sub & (rows >= 0)[:, :, None] & (keys >= 0)[:, None, :]
+    blocks.append(MaskBlocks(rows, keys, _frozen(sub)))
+    positions.append(np.where(rows >= 0, offset + np.arange(rows.size).reshape(rows.shape),
+                              -1))
+    offset += rows.size
+  inverse = np.empty(num, np.int32)
+  for block, position in zip(blocks, positions):
+    valid = block.rows >= 0
+    inverse[block.rows[valid]] = position[valid]
+  return tuple(blocks), _frozen(inverse)
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
   array.flags.writeable = False
   return array
@@ -307,6 +368,22 @@ class Ordering:
     """[S + 2T, S + 2T] bool attention mask of the teacher-forced pass."""
     slots = self.teacher_forcing_slots()
     return attention_mask(slots, slots, local=local)
+
+  @functools.lru_cache(maxsize=None)
+  def teacher_forcing_blocks(self, *, local: bool
+                             ) -> tuple[tuple[MaskBlocks, ...], np.ndarray]:
+    """`teacher_forcing_mask` as dense blocks (`mask_blocks`), to skip what it forbids.
+
+    Local: one block per body part, since a slot sees only its own part. Global: the
+    query slots, and the others, which never read a query slot.
+    """
+    slots = self.teacher_forcing_slots()
+    if local:
+      buckets = [[np.flatnonzero(slots.part == p) for p in range(self.num_sparse)]]
+    else:
+      is_query = slots.stream == QUERY
+      buckets = [[np.flatnonzero(~is_query)], [np.flatnonzero(is_query)]]
+    return mask_blocks(self.teacher_forcing_mask(local=local), buckets)
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ import pytest
 from bench import checkpoint_checksums
 from bench import common
 from bench import decoding
+from bench import hiarm_attention
 from bench import inference
 from bench import roofline
 from bench import training
@@ -116,6 +117,15 @@ def test_inference(tmp_path):
   generation = rows[functions.index('generation')]
   assert generation['flops'] > report['config']['num_decoding_steps'] * 1000
   assert set(report['config']['parameters']) == {'msst', 'hiarm', 'lifter'}
+
+
+def test_hiarm_attention(tmp_path):
+  report = run_main(hiarm_attention, tmp_path)
+  rows = report['results']
+  assert [(r['size'], r['ordering']) for r in rows] == [('cmu_benchmark', 'hierarchical')]
+  for row in rows:
+    assert_finite_positive(row, ['blocks_s', 'full_masks_s', 'speedup', 'parameters'])
+    assert 0 < row['logits_share_local'] < row['logits_share_global'] < 1
 
 
 def test_decoding(tmp_path):

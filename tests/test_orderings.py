@@ -155,6 +155,44 @@ def test_teacher_forcing_mask_matches_the_rules(local):
   np.testing.assert_array_equal(mask, _reference_mask(order, local))
 
 
+def _mask_from_blocks(blocks, num):
+  """The [N, N] mask that `mask_blocks` output stands for, and each row's block."""
+  buckets, inverse = blocks
+  mask, seen, offset = np.zeros((num, num), bool), [], 0
+  for block in buckets:
+    for rows, keys, sub in zip(block.rows, block.keys, block.mask):
+      assert not sub[rows < 0].any() and not sub[:, keys < 0].any()
+      mask[np.ix_(rows[rows >= 0], keys[keys >= 0])] = sub[rows >= 0][:, keys >= 0]
+      seen.extend(rows[rows >= 0])
+    positions = offset + np.arange(block.rows.size).reshape(block.rows.shape)
+    np.testing.assert_array_equal(inverse[block.rows[block.rows >= 0]],
+                                  positions[block.rows >= 0])
+    offset += block.rows.size
+  assert sorted(seen) == list(range(num))
+  return mask
+
+
+@pytest.mark.parametrize('hierarchy', [HIERARCHY, _uneven_hierarchy()])
+@pytest.mark.parametrize('name', ['hierarchical', 'raster'])
+@pytest.mark.parametrize('local', [False, True])
+def test_teacher_forcing_blocks_hold_the_whole_mask(hierarchy, name, local):
+  order = orderings.make_ordering(hierarchy, name)
+  mask = order.teacher_forcing_mask(local=local)
+  blocks = order.teacher_forcing_blocks(local=local)
+  np.testing.assert_array_equal(_mask_from_blocks(blocks, len(mask)), mask)
+  if hierarchy == HIERARCHY:  # Parts of like size: the blocks skip most of the mask.
+    logits = sum(block.mask.size for block in blocks[0])
+    assert logits < (0.07 if local else 0.76) * mask.size
+
+
+def test_mask_blocks_rejects_rows_that_are_not_a_partition():
+  mask = np.eye(4, dtype=bool)
+  with pytest.raises(ValueError, match='exactly once'):
+    orderings.mask_blocks(mask, [[np.array([0, 1])], [np.array([1, 2, 3])]])
+  with pytest.raises(ValueError, match='exactly once'):
+    orderings.mask_blocks(mask, [[np.array([0, 1, 2])]])
+
+
 def test_query_slots_never_see_their_own_group_context():
   order = orderings.make_ordering(HIERARCHY, 'hierarchical')
   mask = order.teacher_forcing_mask(local=False)

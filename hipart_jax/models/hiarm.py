@@ -21,7 +21,10 @@ Blocks: `num_lsab` LSABs (local self-attention: each slot sees only its own body
 across scales) then `num_gcsab` GCSABs (global, block-causal, all condition slots
 visible). Attention is written out with explicit key/value inputs so the cached
 decoding step (`decode_step`, driven by `models/decoding.py`) reuses each layer's
-projections on a key/value cache.
+projections on a key/value cache. The teacher-forced pass computes only the logits of
+the dense blocks of slots its masks let meet (`Ordering.teacher_forcing_blocks`): one
+block per body part in an LSAB; in a GCSAB the query slots, and the others, which never
+read a query slot.
 """
 
 from __future__ import annotations
@@ -122,6 +125,37 @@ class AttentionBlock(nn.Module):
     y = jnp.einsum('bhqk,bhkd->bhqd', weights, values)
     return self._output(x, jnp.swapaxes(y, 1, 2), train=train)
 
+  def attend_blocks(self, x: Array, queries: Array, keys: Array, values: Array,
+                    blocks: tuple[tuple[orderings.MaskBlocks, ...], np.ndarray], *,
+                    train: bool) -> Array:
+    """`attend` under a mask given as dense blocks (`orderings.mask_blocks`).
+
+    The same attention, computing only the logits the blocks hold: the keys a mask
+    forbids get weight exactly 0 either way (exp(-1e30) underflows). With dropout > 0
+    the weights are dropped with other random draws than `attend`'s.
+
+    Args:
+      x: [B, N, C]; queries, keys, values: [B, N, H, Dh], all N slots.
+      blocks: (MaskBlocks per bucket, inverse [N]), as `mask_blocks` returns.
+      train: enables dropout.
+    Returns:
+      [B, N, C].
+    """
+    buckets, inverse = blocks
+    chex.assert_equal_shape((queries, keys, values))
+    chex.assert_axis_dimension(queries, 1, inverse.shape[0])
+    batch, _, heads, head_dim = queries.shape
+    queries = queries * head_dim ** -0.5
+    attended = []
+    for block in buckets:
+      rows, cols = np.maximum(block.rows, 0), np.maximum(block.keys, 0)  # [nb, R], [nb, K]
+      logits = jnp.einsum('bnrhd,bnkhd->bhnrk', queries[:, rows], keys[:, cols])
+      weights = self.drop(jax.nn.softmax(logits + _mask_bias(block.mask), axis=-1),
+                          deterministic=not train)
+      y = jnp.einsum('bhnrk,bnkhd->bnrhd', weights, values[:, cols])
+      attended.append(y.reshape(batch, -1, heads, head_dim))
+    return self._output(x, jnp.concatenate(attended, axis=1)[:, inverse], train=train)
+
   def _output(self, x: Array, y: Array, *, train: bool) -> Array:
     """Output projection of the attended values y [B, Nq, H, Dh], residual, MLP."""
     x = x + self.drop(self.attention_out(y), deterministic=not train)
@@ -156,6 +190,10 @@ class HiARM(nn.Module):
       the network: 0 decodes the generated codes; > 0 decodes each token's expected
       code vector under softmax(logits / code_temperature) (`hipart.decode_generated`).
       The generated tokens still drive the autoregression either way.
+    mask_blocks: True computes the teacher-forced attention as dense blocks of the
+      slots a mask lets meet (`Ordering.teacher_forcing_blocks`; `bench/hiarm_attention.py`
+      times both); False computes every logit of the full masks (the reference, for
+      tests and benchmarks). The outputs are the same.
   """
 
   hierarchy: skeleton.Hierarchy
@@ -172,6 +210,7 @@ class HiARM(nn.Module):
   condition_mlp_width: int = 0
   condition_mlp_depth: int = 2
   code_temperature: float = 0.0
+  mask_blocks: bool = True
 
   @property
   def decoding_order(self) -> orderings.Ordering:
@@ -289,9 +328,13 @@ class HiARM(nn.Module):
         self.embed_context(tokens, jnp.concatenate([sparse_ids, dense_ids], axis=1)),
         jnp.broadcast_to(self.embed_query(tokens), (batch, t, self.width)),
     ], axis=1)  # [B, S + 2T, C]
-    masks = {local: order.teacher_forcing_mask(local=local) for local in (True, False)}
     for block, local in self._blocks():
-      x = block(x, masks[local], train=train)
+      if self.mask_blocks:
+        queries, keys, values = block.project(x)
+        x = block.attend_blocks(x, queries, keys, values,
+                                order.teacher_forcing_blocks(local=local), train=train)
+      else:
+        x = block(x, order.teacher_forcing_mask(local=local), train=train)
     queries = self.final_norm(x[:, s + t:])  # [B, T, C], token order.
     return self.sparse_head(queries[:, :s]), self.dense_head(queries[:, s:])
 
