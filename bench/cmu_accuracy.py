@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -317,18 +318,43 @@ def subjects_of(source: Sequence[Any]) -> np.ndarray:
                      else str(e['subject']) for e in examples])
 
 
+def generator_digest(variables: Mapping[str, Any]) -> str:
+  """A digest of a HiPART lifter's frozen generator (MSST and HiARM variables)."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves({k: variables[k] for k in ('frozen_msst', 'frozen_hiarm')}):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
 def evaluate_lifter(workdir: pathlib.Path, source, hierarchy, data, levels, *,
-                    batch_size: int, action_names, subjects: np.ndarray
-                    ) -> dict[str, dict[str, Any]]:
-  """{level: {mpjpe_mm, p_mpjpe_mm, occluded_mpjpe_mm, per_action, per_subject}}."""
+                    batch_size: int, action_names, subjects: np.ndarray,
+                    generated: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+  """{level: {mpjpe_mm, p_mpjpe_mm, occluded_mpjpe_mm, per_action, per_subject}}.
+
+  A HiPART lifter fills `generated` (if given, empty) with its generated hierarchies per
+  level, or reads them from it when they are there: its seeds share one HiARM, so the
+  first seed's decoding serves them all.
+
+  Raises:
+    ValueError: `generated` holds the hierarchies of another frozen MSST + HiARM.
+  """
   model, variables, _ = checkpoints.load_hipart(str(workdir))
+  reuse = generated is not None and model.lifter.mode == 'hierarchical'
+  if reuse:
+    digest = generator_digest(variables)
+    if generated.setdefault('generator', digest) != digest:
+      raise ValueError(f'{workdir}: its frozen MSST + HiARM differ from those of the '
+                       'lifter whose generated hierarchies it was to share')
   out = {}
   for level in levels:
     summary = evaluation.evaluate(model, variables, source, hierarchy, data,
                                   batch_size=batch_size, occlusion=level, seed=0,
                                   action_names=action_names, progress=False,
-                                  return_predictions=True)
+                                  return_predictions=True,
+                                  generated=generated.get(level) if reuse else None)
     predictions = summary.pop('predictions')
+    if reuse:
+      generated[level] = predictions['generated']
     errors = metrics.mpjpe(predictions['pose_3d'], predictions['target_3d'])  # [N] mm
     who = subjects[predictions['index']]
     summary['per_subject'] = {s: float(errors[who == s].mean()) for s in np.unique(who)}
@@ -341,11 +367,16 @@ def evaluate_lifters(c: ml_collections.ConfigDict, workdir: pathlib.Path, source
                      hierarchy, data, action_names, subjects: np.ndarray
                      ) -> dict[str, dict[int, dict[str, Any]]]:
   """{lifter: {seed: `evaluate_lifter`}} over every lifter and seed, on one split whose
-  [N] example subjects are `subjects` (`subjects_of`)."""
-  return {lifter: {seed: evaluate_lifter(
-      workdir / lifter_run(lifter, seed), source, hierarchy, data, tuple(c.occlusion_levels),
-      batch_size=c.eval_batch_size, action_names=action_names, subjects=subjects)
-                   for seed in c.seeds} for lifter in LIFTERS}
+  [N] example subjects are `subjects` (`subjects_of`). HiPART's seeds share the
+  hierarchies its HiARM generates."""
+  out = {}
+  for lifter in LIFTERS:
+    generated = {}  # Filled by the first seed, read by the others (HiPART only).
+    out[lifter] = {seed: evaluate_lifter(
+        workdir / lifter_run(lifter, seed), source, hierarchy, data,
+        tuple(c.occlusion_levels), batch_size=c.eval_batch_size, action_names=action_names,
+        subjects=subjects, generated=generated) for seed in c.seeds}
+  return out
 
 
 def curves(runs: Mapping[str, ml_collections.ConfigDict], workdir: pathlib.Path

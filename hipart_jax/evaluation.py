@@ -50,12 +50,14 @@ TABLE_COLUMNS = (('mpjpe_mm', 'MPJPE'), ('p_mpjpe_mm', 'P-MPJPE'), ('n_mpjpe_mm'
 def _lift(model: hipart.HiPART, variables: Mapping[str, Any],
           inputs: Mapping[str, jax.Array], rng: jax.Array, *, temperature: float,
           top_k: int, num_samples: int) -> dict[str, jax.Array]:
-  hierarchy_2d = None
+  hierarchy_2d = generated_2d = None
   if model.lifter.mode == 'oracle':
     hierarchy_2d = {level: inputs[f'{level}_2d'] for level in skeleton.LEVELS}
+  if f'generated_{skeleton.LEVELS[0]}_2d' in inputs:
+    generated_2d = {level: inputs[f'generated_{level}_2d'] for level in skeleton.LEVELS}
   return hipart.lift(model, variables, inputs['inputs_2d'], inputs['inputs_confidence'],
-                       rng, hierarchy_2d=hierarchy_2d, temperature=temperature,
-                       top_k=top_k, num_samples=num_samples)
+                       rng, hierarchy_2d=hierarchy_2d, generated_2d=generated_2d,
+                       temperature=temperature, top_k=top_k, num_samples=num_samples)
 
 
 def lift_batch(model: hipart.HiPART, variables: Mapping[str, Any],
@@ -72,7 +74,9 @@ def lift_batch(model: hipart.HiPART, variables: Mapping[str, Any],
     variables: {'params', 'frozen_msst', 'frozen_hiarm'} (`checkpoints.load_hipart`).
     batch: a flat input-pipeline batch: `inputs_2d` [B, 17, 2], `inputs_confidence`
       [B, 17], and for 'oracle' `sparse_2d` [B, S, 2], `dense_2d` [B, D, 2], `fine_2d`
-      [B, F, 2], all in the model frame; other keys are ignored.
+      [B, F, 2], all in the model frame; for 'hierarchical', optionally
+      `generated_<level>_2d` [B, K, N, 2]: hierarchies generated before from these
+      inputs (`hipart.lift`'s `generated_2d`); other keys are ignored.
     rng: sampling key (unused when temperature == 0).
     temperature, top_k, num_samples: HiARM sampling; K = num_samples.
   Returns:
@@ -83,6 +87,8 @@ def lift_batch(model: hipart.HiPART, variables: Mapping[str, Any],
   keys = ['inputs_2d', 'inputs_confidence']
   if model.lifter.mode == 'oracle':
     keys += [f'{level}_2d' for level in skeleton.LEVELS]
+  keys += [f'generated_{level}_2d' for level in skeleton.LEVELS
+           if f'generated_{level}_2d' in batch]
   return _lift(model, variables, {key: batch[key] for key in keys}, rng,
                temperature=float(temperature), top_k=int(top_k), num_samples=int(num_samples))
 
@@ -131,18 +137,26 @@ def _average(values: np.ndarray, actions: np.ndarray | None, mask: np.ndarray,
 
 
 def _gather(model, variables, batches: Iterator[input_pipeline.Batch], rng, *, total: int,
-            temperature: float, top_k: int, num_samples: int,
-            progress: bool) -> dict[str, np.ndarray]:
-  """Runs `lift_batch` over the batches; concatenated predictions and batch fields."""
+            temperature: float, top_k: int, num_samples: int, progress: bool,
+            generated: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+  """Runs `lift_batch` over the batches; concatenated predictions and batch fields
+  (and for 'hierarchical' the hierarchies read, `generated_<level>_2d`)."""
   pieces = collections.defaultdict(list)
   meter = progress_lib.Progress('evaluated examples', total, unit='example',
                                 enabled=progress)
+  hierarchical = model.lifter.mode == 'hierarchical'
   for number, batch in enumerate(batches):
     batch = {key: value[0] for key, value in batch.items()}  # One device: [1, B, ...].
+    if generated is not None:
+      batch.update({f'generated_{level}_2d': generated[level][batch['index']]
+                    for level in skeleton.LEVELS})
     out = lift_batch(model, variables, batch, jax.random.fold_in(rng, number),
                      temperature=temperature, top_k=top_k, num_samples=num_samples)
     for key in ('pose_3d', 'hypotheses_3d', 'uncertainty_mm'):
       pieces[key].append(np.asarray(out[key]))
+    if hierarchical:
+      for level in skeleton.LEVELS:
+        pieces[f'generated_{level}_2d'].append(np.asarray(out[f'{level}_2d']))
     for key in ('sparse_3d', 'visible', 'action', 'valid', 'index'):
       pieces[key].append(batch[key])
     meter.update(int(batch['valid'].sum()))
@@ -157,7 +171,8 @@ def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
              top_k: int = 0, seed: int = 0, average: str = 'actions',
              action_names: Sequence[str] | None = None,
              protocol: protocols.Protocol | None = None, progress: bool = True,
-             return_predictions: bool = False) -> dict[str, Any]:
+             return_predictions: bool = False,
+             generated: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
   """Evaluates a lifter on every example of a split, once.
 
   Args:
@@ -178,6 +193,11 @@ def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
       subjects and groups).
     progress: report examples/s (`progress.Progress`: a bar on a terminal).
     return_predictions: also return the per-example arrays under 'predictions'.
+    generated: only for a 'hierarchical' lifter, optional: the hierarchies to read
+      instead of generating them, {level: [N, K, P, 2]} with row i for example i of the
+      source: the 'generated' predictions of an earlier `evaluate` of a lifter with the
+      same frozen MSST + HiARM, at the same occlusion, seed and sampling (e.g. another
+      seed of the lifter). Nothing checks that they came from these settings.
   Returns:
     `metrics.summarize` keys (mpjpe_mm, p_mpjpe_mm, n_mpjpe_mm, pck150, auc, per_action,
     per_joint, occluded_mpjpe_mm, num_occluded_joints, num_examples; plus protocol,
@@ -186,23 +206,37 @@ def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
     mpjpe_mm) and 'mean_uncertainty_mm' (mean per-joint spread of the hypotheses). With
     return_predictions, 'predictions': {index [N], pose_3d [N, 17, 3], hypotheses_3d
     [N, K, 17, 3], target_3d [N, 17, 3], visible [N, 17], action [N]} of the N valid
-    examples in split order (numpy, not JSON-serializable).
+    examples in split order (numpy, not JSON-serializable), and for a 'hierarchical'
+    lifter 'generated': {level: [len(source), K, P, 2]}, the hierarchies it read, row i
+    for example i (what `generated` takes).
   Raises:
-    ValueError: a hierarchy other than the model's, an unknown occlusion level, or
-      (with a protocol) subjects outside it.
+    ValueError: a hierarchy other than the model's, an unknown occlusion level,
+      `generated` for another mode than 'hierarchical' or of the wrong shape, or (with
+      a protocol) subjects outside it.
   """
   if hierarchy != model.hierarchy:
     raise ValueError('the dataset\'s hierarchy differs from the one the lifter was trained '
                      'on; evaluate it on data built with the same hierarchy')
   if occlusion not in OCCLUSION_LEVELS:
     raise ValueError(f'unknown occlusion level {occlusion!r}; known: {OCCLUSION_LEVELS}')
+  if generated is not None:
+    if model.lifter.mode != 'hierarchical':
+      raise ValueError(f'generated hierarchies are read by a \'hierarchical\' lifter '
+                       f'only, not {model.lifter.mode!r}')
+    h = hierarchy
+    for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
+      expected = (len(source), num_samples, size, 2)
+      if level not in generated or generated[level].shape != expected:
+        got = generated[level].shape if level in generated else 'missing'
+        raise ValueError(f'generated[{level!r}]: {got}, expected {expected} (every '
+                         'example of the source, num_samples hierarchies each)')
   recorder = _RecordingSource(source)
   batches = input_pipeline.eval_batches(recorder, hierarchy, data_config,
                                         global_batch_size=batch_size, num_local_devices=1,
                                         occlusion=occlusion, seed=seed)
   arrays = _gather(model, variables, batches, jax.random.key(seed), total=len(source),
                    temperature=temperature, top_k=top_k, num_samples=num_samples,
-                   progress=progress)
+                   progress=progress, generated=generated)
   valid = arrays['valid']
   actions = arrays['action']
   if action_names is not None:
@@ -234,6 +268,14 @@ def evaluate(model: hipart.HiPART, variables: Mapping[str, Any],
         index=arrays['index'][valid], pose_3d=pred[valid],
         hypotheses_3d=arrays['hypotheses_3d'][valid], target_3d=target[valid],
         visible=arrays['visible'][valid], action=actions[valid])
+    if model.lifter.mode == 'hierarchical':
+      rows = arrays['index'][valid]
+      summary['predictions']['generated'] = {}
+      for level in skeleton.LEVELS:
+        values = arrays[f'generated_{level}_2d'][valid]
+        split_order = np.zeros((len(source),) + values.shape[1:], values.dtype)
+        split_order[rows] = values
+        summary['predictions']['generated'][level] = split_order
   return summary
 
 

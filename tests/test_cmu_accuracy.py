@@ -224,3 +224,30 @@ def test_hipart_hierarchy_points_reach_hiparts_lifter_only():
   c.hipart_architecture = 'transformer'
   with pytest.raises(ValueError, match='needs the SimpleBaseline lifter'):
     cmu_accuracy.lifter_model(c, 'hipart')
+
+
+def test_hipart_seeds_share_the_hierarchies_their_hiarm_generates(tiny_pipeline):
+  import fake_examples  # pylint: disable=g-import-not-at-top
+  import pipeline_fixture  # pylint: disable=g-import-not-at-top
+  from hipart_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  source = fake_examples.fake_examples(12, pipeline_fixture.HIERARCHY, seed=2)
+  data = input_pipeline.default_data_config()
+  data.prefetch_batches = 0
+  evaluate = lambda generated: cmu_accuracy.evaluate_lifter(
+      tiny_pipeline['lifter_hierarchical'], source, pipeline_fixture.HIERARCHY, data,
+      ('none', 'one_limb'), batch_size=8, action_names=None,
+      subjects=cmu_accuracy.subjects_of(source), generated=generated)
+  alone = evaluate(None)
+  shared = {}
+  first = evaluate(shared)  # Generates and keeps them.
+  assert set(shared) == {'generator', 'none', 'one_limb'}
+  kept = {level: {k: v.copy() for k, v in g.items()} for level, g in shared.items()
+          if level != 'generator'}
+  second = evaluate(shared)  # Reads them.
+  for level in ('none', 'one_limb'):
+    for k in kept[level]:
+      np.testing.assert_array_equal(shared[level][k], kept[level][k])
+    for result in (first, second):
+      assert result[level]['mpjpe_mm'] == pytest.approx(alone[level]['mpjpe_mm'], rel=1e-6)
+  with pytest.raises(ValueError, match='frozen MSST \\+ HiARM differ'):
+    evaluate({'generator': 'another generator'})

@@ -81,6 +81,39 @@ def test_lift_batch_reads_what_each_mode_needs(hierarchical, sparse, data):
                      np.array([[100, 100]]), rng)
 
 
+def test_evaluate_reads_given_hierarchies_instead_of_generating(hierarchical, sparse, data):
+  model, variables, _ = hierarchical
+  source, config = data
+  settings = dict(batch_size=BATCH, occlusion='one_limb', seed=1, return_predictions=True,
+                  progress=False, **SAMPLING)
+  first = evaluation.evaluate(model, variables, source, HIERARCHY, config, **settings)
+  generated = first['predictions']['generated']
+  assert {level: g.shape for level, g in generated.items()} == {
+      'sparse': (NUM_EXAMPLES, 3, HIERARCHY.num_sparse, 2),
+      'dense': (NUM_EXAMPLES, 3, HIERARCHY.num_dense, 2),
+      'fine': (NUM_EXAMPLES, 3, HIERARCHY.num_fine, 2)}
+  again = evaluation.evaluate(model, variables, source, HIERARCHY, config,
+                              generated=generated, **settings)
+  np.testing.assert_allclose(again['predictions']['hypotheses_3d'],
+                             first['predictions']['hypotheses_3d'], atol=1e-6)
+  assert again['mpjpe_mm'] == pytest.approx(first['mpjpe_mm'], rel=1e-6)
+  # Other hierarchies give other poses: they are read, not generated again.
+  moved = {level: g + 0.5 for level, g in generated.items()}
+  other = evaluation.evaluate(model, variables, source, HIERARCHY, config,
+                              generated=moved, **settings)
+  np.testing.assert_allclose(other['predictions']['generated']['fine'], moved['fine'])
+  assert not np.allclose(other['predictions']['hypotheses_3d'],
+                         first['predictions']['hypotheses_3d'], atol=1e-4)
+  with pytest.raises(ValueError, match=r"generated\['dense'\].*expected"):
+    evaluation.evaluate(model, variables, source, HIERARCHY, config,
+                        generated={**generated, 'dense': generated['dense'][:-1]},
+                        **settings)
+  model, variables, _ = sparse
+  with pytest.raises(ValueError, match="'hierarchical' lifter only"):
+    evaluation.evaluate(model, variables, source, HIERARCHY, config, generated=generated,
+                        **settings)
+
+
 def _by_action(values, actions):
   """Human3.6M averaging by hand: the mean over actions of per-action means."""
   return np.mean([values[actions == a].mean() for a in np.unique(actions)])

@@ -193,7 +193,8 @@ def generate_hierarchy(msst: msst_lib.MSST, hiarm: hiarm_lib.HiARM,
 
 def lift(model: HiPART, variables: Mapping[str, Any], inputs_2d: jax.Array,
          inputs_confidence: jax.Array, rng: jax.Array, *,
-         hierarchy_2d: Mapping[str, jax.Array] | None = None, temperature: float = 0.0,
+         hierarchy_2d: Mapping[str, jax.Array] | None = None,
+         generated_2d: Mapping[str, jax.Array] | None = None, temperature: float = 0.0,
          top_k: int = 0, num_samples: int = 1) -> dict[str, jax.Array]:
   """Lifts a batch given in the model frame (the core of `predict` and of evaluation).
 
@@ -208,6 +209,10 @@ def lift(model: HiPART, variables: Mapping[str, Any], inputs_2d: jax.Array,
     rng: sampling key (unused when temperature == 0).
     hierarchy_2d: the ground-truth hierarchy {'sparse': [B, S, 2], 'dense': [B, D, 2],
       'fine': [B, F, 2]} in the model frame; required by (and only used in) 'oracle' mode.
+    generated_2d: only in 'hierarchical' mode, optional: the K hierarchies an earlier
+      call generated from these very inputs with the same frozen MSST + HiARM, key and
+      sampling ({'sparse': [B, K, S, 2], ...}, its `<level>_2d` outputs), read instead
+      of generating them again (e.g. to evaluate lifters that share their generator).
     temperature, top_k, num_samples: HiARM sampling; K = num_samples hypotheses.
   Returns:
     pose_3d: [B, 17, 3] root-relative meters (the mean of the K hypotheses);
@@ -217,13 +222,16 @@ def lift(model: HiPART, variables: Mapping[str, Any], inputs_2d: jax.Array,
     and for the hierarchical mode the generated hierarchy in the model frame:
     sparse_2d [B, K, S, 2], dense_2d [B, K, D, 2], fine_2d [B, K, F, 2].
   Raises:
-    ValueError: an 'oracle' lifter without `hierarchy_2d`, or an unknown mode.
+    ValueError: an 'oracle' lifter without `hierarchy_2d`, `generated_2d` for another
+      mode than 'hierarchical', or an unknown mode.
   """
   batch = inputs_2d.shape[0]
   chex.assert_shape(inputs_2d, (batch, skeleton.NUM_JOINTS, 2))
   chex.assert_shape(inputs_confidence, (batch, skeleton.NUM_JOINTS))
   lifter_variables = {'params': variables['params']}
   mode = model.lifter.mode
+  if generated_2d is not None and mode != 'hierarchical':
+    raise ValueError(f'generated_2d is read in \'hierarchical\' mode only, not {mode!r}')
   if mode == 'oracle' and hierarchy_2d is None:
     raise ValueError('a lifter in \'oracle\' mode needs the ground-truth hierarchy; '
                      'inference supports the sparse and hierarchical modes')
@@ -233,9 +241,15 @@ def lift(model: HiPART, variables: Mapping[str, Any], inputs_2d: jax.Array,
                               hierarchy_2d if mode == 'oracle' else None)
     hypotheses = jnp.broadcast_to(pose[:, None], (batch, num_samples) + pose.shape[1:])
   elif mode == 'hierarchical':
-    generated = generate_hierarchy(
-        model.msst, model.hiarm, variables, inputs_2d, inputs_confidence, rng,
-        temperature=temperature, top_k=top_k, num_samples=num_samples)  # [B, K, N, 2]
+    if generated_2d is None:
+      generated = generate_hierarchy(
+          model.msst, model.hiarm, variables, inputs_2d, inputs_confidence, rng,
+          temperature=temperature, top_k=top_k, num_samples=num_samples)  # [B, K, N, 2]
+    else:
+      generated = dict(generated_2d)
+      h = model.hierarchy
+      for level, size in zip(skeleton.LEVELS, (h.num_sparse, h.num_dense, h.num_fine)):
+        chex.assert_shape(generated[level], (batch, num_samples, size, 2))
     flat = lambda x: x.reshape((batch * num_samples,) + x.shape[2:])
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     hypotheses = model.lifter.apply(lifter_variables, repeat(inputs_2d),
