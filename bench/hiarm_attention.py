@@ -11,8 +11,10 @@ orderings), and of the same with the paper's HiARM size, with `HiARM.mask_blocks
 masks). The frozen MSST is randomly initialized (a step's cost does not depend on its
 values) and the batch is random. Both variants share the state and the batch and are
 timed round-robin, so `speedup` = time(full masks) / time(blocks) is measured side by
-side. `logits_share_*` is the blocks' logit count over the full masks'. `--smoke` times
-the smoke config's HiARM in the hierarchical ordering only.
+side. `logits_share_*` is the blocks' logit count over the full masks'.
+`--global_chunks` also times the blocks with other numbers of blocks per stream of a
+GCSAB (`HiARM.global_chunks`): `chunks_<n>_s`. `--smoke` times the smoke config's HiARM
+in the hierarchical ordering only.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 from typing import Any
 
 from absl import app
+from absl import flags
 import jax
 import numpy as np
 
@@ -38,6 +41,9 @@ from launch.configs import base
 from launch.configs import cmu_benchmark
 
 SIZES = ('cmu_benchmark', 'paper')
+_GLOBAL_CHUNKS = flags.DEFINE_list(
+    'global_chunks', [str(orderings.GLOBAL_CHUNKS)], 'Blocks per stream of a GCSAB mask '
+    f'to time; the default ({orderings.GLOBAL_CHUNKS}) is always among them.')
 
 
 def logits_share(order: orderings.Ordering) -> dict[str, float]:
@@ -45,6 +51,15 @@ def logits_share(order: orderings.Ordering) -> dict[str, float]:
   full = order.teacher_forcing_mask(local=True).size
   return {kind: sum(b.mask.size for b in order.teacher_forcing_blocks(local=local)[0]) / full
           for kind, local in (('local', True), ('global', False))}
+
+
+def model_variants(model, chunks: list[int]) -> dict[str, object]:
+  """{'blocks': the default, 'chunks_<n>': other GCSAB block counts, 'full_masks'}."""
+  variants = {'blocks': model.clone(mask_blocks=True, global_chunks=orderings.GLOBAL_CHUNKS)}
+  variants.update({f'chunks_{n}': model.clone(mask_blocks=True, global_chunks=n)
+                   for n in chunks if n != orderings.GLOBAL_CHUNKS})
+  variants['full_masks'] = model.clone(mask_blocks=False)
+  return variants
 
 
 def save_random_msst(config, hierarchy: skeleton.Hierarchy, directory: pathlib.Path
@@ -65,7 +80,8 @@ def save_random_msst(config, hierarchy: skeleton.Hierarchy, directory: pathlib.P
   manager.close()
 
 
-def run(*, smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
+def run(*, smoke: bool, repeats: int, min_time: float, chunks: list[int]
+        ) -> dict[str, Any]:
   c = cmu_benchmark.get_config('smoke' if smoke else 'multi_subject')
   hierarchy = skeleton.default_hierarchy()
   results, models = [], {}
@@ -85,9 +101,10 @@ def run(*, smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
         models[size] = config.model.to_dict()
         plan = execution.Execution.for_backend(config.get('execution'))
         steps, state = {}, None
-        for name, blocks in (('blocks', True), ('full_masks', False)):
+        stage = stages.make_stage(config, hierarchy)
+        for name, model in model_variants(stage.model, chunks).items():
           stage = stages.make_stage(config, hierarchy)
-          stage.model = stage.model.clone(mask_blocks=blocks)
+          stage.model = model
           if state is None:
             state = trainer.create_train_state(stage, config, jax.random.key(0),
                                                jax.tree.map(lambda x: x[0], batch))
@@ -101,6 +118,8 @@ def run(*, smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
             parameters=common.count_parameters(state.params),
             blocks_s=times['blocks']['best_s'], full_masks_s=times['full_masks']['best_s'],
             speedup=times['full_masks']['best_s'] / times['blocks']['best_s'],
+            **{f'{name}_s': t['best_s'] for name, t in times.items()
+               if name.startswith('chunks_')},
             **{f'logits_share_{k}': v for k, v in
                logits_share(stage.model.decoding_order).items()}))
   return dict(machine=common.machine_info(),
@@ -110,10 +129,11 @@ def run(*, smoke: bool, repeats: int, min_time: float) -> dict[str, Any]:
 
 
 def tables(report: dict[str, Any]) -> list[str]:
+  chunks = sorted({k for row in report['results'] for k in row if k.startswith('chunks_')})
   return [common.format_table(
       report['results'],
-      ['size', 'ordering', 'batch_size', 'parameters', 'blocks_s', 'full_masks_s', 'speedup',
-       'logits_share_local', 'logits_share_global'],
+      ['size', 'ordering', 'batch_size', 'parameters', 'blocks_s', *chunks, 'full_masks_s',
+       'speedup', 'logits_share_local', 'logits_share_global'],
       "The trainer's HiARM step, seconds: mask blocks vs full masks")]
 
 
@@ -122,6 +142,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   smoke = common.SMOKE.value
   report = run(smoke=smoke, repeats=1 if smoke else common.REPEATS.value,
+               chunks=[int(n) for n in _GLOBAL_CHUNKS.value],
                min_time=0.0 if smoke else common.MIN_TIME.value)
   common.finish(report, tables(report))
 

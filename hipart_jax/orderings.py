@@ -193,6 +193,11 @@ def mask_blocks(mask: np.ndarray, buckets: list[list[np.ndarray]]
   return tuple(blocks), _frozen(inverse)
 
 
+# Blocks per stream of a global teacher-forcing mask (`Ordering.teacher_forcing_blocks`):
+# more skip more of its causal triangle, at the cost of more, smaller products.
+GLOBAL_CHUNKS = 2
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
   array.flags.writeable = False
   return array
@@ -370,19 +375,24 @@ class Ordering:
     return attention_mask(slots, slots, local=local)
 
   @functools.lru_cache(maxsize=None)
-  def teacher_forcing_blocks(self, *, local: bool
+  def teacher_forcing_blocks(self, *, local: bool, chunks: int = GLOBAL_CHUNKS
                              ) -> tuple[tuple[MaskBlocks, ...], np.ndarray]:
     """`teacher_forcing_mask` as dense blocks (`mask_blocks`), to skip what it forbids.
 
     Local: one block per body part, since a slot sees only its own part. Global: the
-    query slots, and the others, which never read a query slot.
+    condition slots, which read only themselves, then the context and the query slots,
+    each cut in decoding order into `chunks` blocks: a slot reads the more keys the
+    later its group, and no other slot reads a query slot.
     """
     slots = self.teacher_forcing_slots()
     if local:
       buckets = [[np.flatnonzero(slots.part == p) for p in range(self.num_sparse)]]
     else:
-      is_query = slots.stream == QUERY
-      buckets = [[np.flatnonzero(~is_query)], [np.flatnonzero(is_query)]]
+      buckets = [[np.flatnonzero(slots.stream == CONDITION)]]
+      for stream in (CONTEXT, QUERY):
+        rows = np.flatnonzero(slots.stream == stream)
+        rows = rows[np.argsort(slots.group[rows], kind='stable')]
+        buckets += [[chunk] for chunk in np.array_split(rows, chunks)]
     return mask_blocks(self.teacher_forcing_mask(local=local), buckets)
 
 

@@ -120,11 +120,12 @@ def test_inference(tmp_path):
 
 
 def test_hiarm_attention(tmp_path):
-  report = run_main(hiarm_attention, tmp_path)
+  report = run_main(hiarm_attention, tmp_path, '--global_chunks=1,2')
   rows = report['results']
   assert [(r['size'], r['ordering']) for r in rows] == [('cmu_benchmark', 'hierarchical')]
   for row in rows:
-    assert_finite_positive(row, ['blocks_s', 'full_masks_s', 'speedup', 'parameters'])
+    assert_finite_positive(row, ['blocks_s', 'chunks_1_s', 'full_masks_s', 'speedup',
+                                 'parameters'])
     assert 0 < row['logits_share_local'] < row['logits_share_global'] < 1
 
 

@@ -61,6 +61,9 @@ def test_teacher_forcing_by_mask_blocks_equals_the_full_masks(ordering):
   full = jax.jit(reference.apply)(variables, *inputs)
   for got, want in zip(blocked, full):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for got, want in zip(jax.jit(model.clone(global_chunks=5).apply)(variables, *inputs),
+                       full):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # The train step differentiates through the blocks: the gradients agree too.
   loss = lambda module: jax.jit(jax.grad(
       lambda v: sum(jnp.sum(jnp.sin(out)) for out in module.apply(v, *inputs))))

@@ -174,15 +174,16 @@ def _mask_from_blocks(blocks, num):
 
 @pytest.mark.parametrize('hierarchy', [HIERARCHY, _uneven_hierarchy()])
 @pytest.mark.parametrize('name', ['hierarchical', 'raster'])
-@pytest.mark.parametrize('local', [False, True])
-def test_teacher_forcing_blocks_hold_the_whole_mask(hierarchy, name, local):
+@pytest.mark.parametrize('local, chunks', [(True, 1), (False, 1), (False, 2), (False, 4)])
+def test_teacher_forcing_blocks_hold_the_whole_mask(hierarchy, name, local, chunks):
   order = orderings.make_ordering(hierarchy, name)
   mask = order.teacher_forcing_mask(local=local)
-  blocks = order.teacher_forcing_blocks(local=local)
+  blocks = order.teacher_forcing_blocks(local=local, chunks=chunks)
   np.testing.assert_array_equal(_mask_from_blocks(blocks, len(mask)), mask)
   if hierarchy == HIERARCHY:  # Parts of like size: the blocks skip most of the mask.
-    logits = sum(block.mask.size for block in blocks[0])
-    assert logits < (0.07 if local else 0.76) * mask.size
+    logits = sum(block.mask.size for block in blocks[0]) / mask.size
+    assert logits < {(True, 1): 0.07, (False, 1): 0.71, (False, 2): 0.51,
+                     (False, 4): 0.41}[local, chunks]
 
 
 def test_mask_blocks_rejects_rows_that_are_not_a_partition():

@@ -23,8 +23,9 @@ visible). Attention is written out with explicit key/value inputs so the cached
 decoding step (`decode_step`, driven by `models/decoding.py`) reuses each layer's
 projections on a key/value cache. The teacher-forced pass computes only the logits of
 the dense blocks of slots its masks let meet (`Ordering.teacher_forcing_blocks`): one
-block per body part in an LSAB; in a GCSAB the query slots, and the others, which never
-read a query slot.
+block per body part in an LSAB; in a GCSAB the condition slots, then the context and the
+query slots in chunks of decoding order (no other slot reads a query slot, and earlier
+groups read fewer keys).
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ class HiARM(nn.Module):
       slots a mask lets meet (`Ordering.teacher_forcing_blocks`; `bench/hiarm_attention.py`
       times both); False computes every logit of the full masks (the reference, for
       tests and benchmarks). The outputs are the same.
+    global_chunks: with mask_blocks, the blocks per stream of a GCSAB's mask
+      (`Ordering.teacher_forcing_blocks`); a speed setting, the outputs do not depend
+      on it.
   """
 
   hierarchy: skeleton.Hierarchy
@@ -211,6 +215,7 @@ class HiARM(nn.Module):
   condition_mlp_depth: int = 2
   code_temperature: float = 0.0
   mask_blocks: bool = True
+  global_chunks: int = orderings.GLOBAL_CHUNKS
 
   @property
   def decoding_order(self) -> orderings.Ordering:
@@ -331,8 +336,8 @@ class HiARM(nn.Module):
     for block, local in self._blocks():
       if self.mask_blocks:
         queries, keys, values = block.project(x)
-        x = block.attend_blocks(x, queries, keys, values,
-                                order.teacher_forcing_blocks(local=local), train=train)
+        blocks = order.teacher_forcing_blocks(local=local, chunks=self.global_chunks)
+        x = block.attend_blocks(x, queries, keys, values, blocks, train=train)
       else:
         x = block(x, order.teacher_forcing_mask(local=local), train=train)
     queries = self.final_norm(x[:, s + t:])  # [B, T, C], token order.
