@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -289,6 +288,17 @@ def init_models(prefix: str, hierarchy: Any, seed: int = 0, *, smoke: bool = Fal
   variables = jax.jit(init).lower(rng).compile(compiler_options=FAST_COMPILE)(rng)
   return dict(msst=msst, hiarm=hiarm, lifter=lifter, variables=variables,
               configs={name: c.to_dict() for name, c in configs.items()})
+
+
+def save_step_zero(directory: str, config: ml_collections.ConfigDict,
+                   state: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+  """Saves randomly initialized variables as a stage's trainer would its step 0
+  (`state`: params and collections; `config`: the stage config's checkpoint fields)."""
+  from hipart_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  manager = checkpoints.make_manager(directory, config)
+  checkpoints.save(manager, 0, dict(step=np.zeros((), np.int32), **state), dict(meta))
+  checkpoints.wait_until_finished(manager)
+  manager.close()
 
 
 def count_parameters(tree: Any) -> int:

@@ -30,7 +30,6 @@ import numpy as np
 
 from bench import cmu_accuracy
 from bench import common
-from hipart_jax import checkpoints
 from hipart_jax import execution
 from hipart_jax import orderings
 from hipart_jax import skeleton
@@ -71,13 +70,11 @@ def save_random_msst(config, hierarchy: skeleton.Hierarchy, directory: pathlib.P
   init = jax.jit(lambda rng: msst.init(rng, *levels, train=False))
   variables = init.lower(jax.random.key(0)).compile(
       compiler_options=common.FAST_COMPILE)(jax.random.key(0))
-  manager = checkpoints.make_manager(str(directory), config)
-  state = dict(step=np.zeros((), np.int32), params=variables['params'],
+  state = dict(params=variables['params'],
                collections={k: v for k, v in variables.items() if k != 'params'})
-  checkpoints.save(manager, 0, state, {'stage': 'msst', 'model': config.model.to_dict(),
-                                       'hierarchy': hierarchy.to_json()})
-  checkpoints.wait_until_finished(manager)
-  manager.close()
+  common.save_step_zero(str(directory), config, state,
+                        {'stage': 'msst', 'model': config.model.to_dict(),
+                         'hierarchy': hierarchy.to_json()})
 
 
 def run(*, smoke: bool, repeats: int, min_time: float, chunks: list[int]
@@ -101,8 +98,9 @@ def run(*, smoke: bool, repeats: int, min_time: float, chunks: list[int]
         models[size] = config.model.to_dict()
         plan = execution.Execution.for_backend(config.get('execution'))
         steps, state = {}, None
-        stage = stages.make_stage(config, hierarchy)
-        for name, model in model_variants(stage.model, chunks).items():
+        hiarm = hipart.build_hiarm(config.model, hierarchy,
+                                   hipart.build_msst(runs['msst'].model, hierarchy))
+        for name, model in model_variants(hiarm, chunks).items():
           stage = stages.make_stage(config, hierarchy)
           stage.model = model
           if state is None:

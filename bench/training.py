@@ -53,7 +53,6 @@ import numpy as np
 from bench import common
 from bench import decoding as decoding_bench
 from bench import roofline as roofline_lib
-from hipart_jax import checkpoints
 from hipart_jax import input_pipeline
 from hipart_jax import skeleton
 from hipart_jax import execution
@@ -119,10 +118,7 @@ def save_frozen_stages(prefix: str, hierarchy: skeleton.Hierarchy, workdir: path
     dirs[stage] = str(workdir / stage)
     meta = {'stage': stage, 'model': models['configs'][stage],
             'hierarchy': hierarchy.to_json(), **extra}
-    manager = checkpoints.make_manager(dirs[stage], config)
-    checkpoints.save(manager, 0, dict(step=np.zeros((), np.int32), **state), meta)
-    checkpoints.wait_until_finished(manager)
-    manager.close()
+    common.save_step_zero(dirs[stage], config, state, meta)
   return dirs
 
 
